@@ -1,0 +1,200 @@
+"""The boot protocol's wire format, defined once (the server imports it from here).
+
+Everything here is bytes <-> values with no I/O, so both sides agree to the byte:
+
+* nonce: 32 random bytes, sent as 64 lowercase hex characters.
+* REPORTDATA (64 bytes) = nonce (32 bytes) || SHA-256(HPKE public key raw bytes).
+* HPKE (RFC 9180, base mode, single shot) with a suite named by ``kem``:
+  ``x25519`` (default): DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / ChaCha20-Poly1305;
+  ``mlkem768-x25519``: the hybrid ML-KEM-768 + X25519 KEM, same KDF and AEAD.
+* sealed key = ``Suite.encrypt(passphrase, public_key, info)`` (``enc || ciphertext``),
+  with ``info = b"tdx-boot-attest v1 key-release" || nonce``.
+* binary values travel as standard base64 (with padding).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives import hpke
+
+PROTOCOL_VERSION: Final = 1
+NONCE_BYTES: Final = 32
+NONCE_HEX_CHARS: Final = 2 * NONCE_BYTES
+REPORT_DATA_BYTES: Final = 64
+KEY_RELEASE_INFO_PREFIX: Final = b"tdx-boot-attest v1 key-release"
+
+NONCE_HEADER: Final = "X-Chutes-Nonce"
+HOTKEY_HEADER: Final = "X-Chutes-Hotkey"
+SIGNATURE_HEADER: Final = "X-Chutes-Signature"
+
+NONCE_PATH: Final = "/servers/nonce"
+BOOT_ATTESTATION_PATH: Final = "/servers/boot/attestation"
+
+# Quotes larger than this are refused before parsing: a real TDX quote with its PEM
+# chain is about 5 KiB, so 64 KiB leaves room for v5 bodies and long chains.
+MAX_QUOTE_BYTES: Final = 64 * 1024
+
+
+class Reason(enum.StrEnum):
+    """Stable, machine-readable refusal codes (API bodies, database rows, console lines)."""
+
+    REQUEST_INVALID = "request_invalid"
+    NONCE_MISSING = "nonce_missing"
+    NONCE_UNKNOWN = "nonce_unknown"
+    NONCE_EXPIRED = "nonce_expired"
+    NONCE_USED = "nonce_used"
+    NONCE_MISMATCH = "nonce_mismatch"
+    REPORT_DATA_MISMATCH = "report_data_mismatch"
+    PUBLIC_KEY_INVALID = "public_key_invalid"
+    KEM_UNSUPPORTED = "kem_unsupported"
+    QUOTE_MALFORMED = "quote_malformed"
+    QUOTE_TOO_LARGE = "quote_too_large"
+    NOT_TDX = "not_tdx"
+    QUOTE_VERSION_UNSUPPORTED = "quote_version_unsupported"
+    QUOTE_SIGNATURE_INVALID = "quote_signature_invalid"
+    CERT_CHAIN_UNTRUSTED = "cert_chain_untrusted"
+    PCK_REVOKED = "pck_revoked"
+    TCB_STATUS_REJECTED = "tcb_status_rejected"
+    COLLATERAL_UNAVAILABLE = "collateral_unavailable"
+    DEBUG_TD = "debug_td"
+    MEASUREMENT_MISMATCH = "measurement_mismatch"
+    NO_IMAGE_REGISTERED = "no_image_registered"
+    RATE_LIMITED = "rate_limited"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    NO_RECENT_BOOT_ATTESTATION = "no_recent_boot_attestation"
+    INTERNAL_ERROR = "internal_error"
+
+
+# Refusals a client may retry with a fresh nonce and quote; every other one is final.
+RETRYABLE_REASONS: Final = frozenset(
+    {Reason.NONCE_EXPIRED, Reason.COLLATERAL_UNAVAILABLE, Reason.RATE_LIMITED}
+)
+
+
+class ProtocolError(ValueError):
+    """A value does not have the shape the protocol requires; ``reason`` says which rule."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Kem(enum.StrEnum):
+    """HPKE KEMs the protocol names in the ``kem`` body field."""
+
+    X25519 = "x25519"
+    MLKEM768_X25519 = "mlkem768-x25519"
+
+
+DEFAULT_KEM: Final = Kem.X25519
+
+# Raw public key sizes, so a server rejects a wrong-length key before any HPKE call.
+PUBLIC_KEY_BYTES: Final = {Kem.X25519: 32, Kem.MLKEM768_X25519: 1216}
+
+
+def parse_kem(name: str) -> Kem:
+    """Return the KEM called ``name``; raises ProtocolError(kem_unsupported) otherwise."""
+    try:
+        return Kem(name)
+    except ValueError:
+        supported = ", ".join(k.value for k in Kem)
+        raise ProtocolError(
+            Reason.KEM_UNSUPPORTED, f"kem {name!r} is not supported (use one of: {supported})"
+        ) from None
+
+
+def hpke_suite(kem: Kem) -> hpke.Suite:
+    """The HPKE suite for ``kem`` (KDF HKDF-SHA256, AEAD ChaCha20-Poly1305). Raises nothing."""
+    from cryptography.hazmat.primitives import hpke
+
+    kem_id = hpke.KEM.X25519 if kem is Kem.X25519 else hpke.KEM.MLKEM768_X25519
+    return hpke.Suite(kem_id, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
+
+
+def nonce_to_hex(nonce: bytes) -> str:
+    """Encode a 32-byte nonce as 64 lowercase hex characters; raises ProtocolError."""
+    if len(nonce) != NONCE_BYTES:
+        raise ProtocolError(Reason.REQUEST_INVALID, f"nonce must be {NONCE_BYTES} bytes")
+    return nonce.hex()
+
+
+def nonce_from_hex(text: str) -> bytes:
+    """Decode a nonce from 64 hex characters (either case); raises ProtocolError."""
+    if len(text) != NONCE_HEX_CHARS:
+        raise ProtocolError(
+            Reason.REQUEST_INVALID,
+            f"nonce must be {NONCE_HEX_CHARS} hex characters, got {len(text)}",
+        )
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise ProtocolError(Reason.REQUEST_INVALID, "nonce is not hexadecimal") from None
+
+
+def public_key_digest(public_key: bytes) -> bytes:
+    """SHA-256 of the raw public key bytes: the second half of REPORTDATA. Raises nothing."""
+    return hashlib.sha256(public_key).digest()
+
+
+def report_data(nonce: bytes, public_key: bytes) -> bytes:
+    """REPORTDATA = nonce || SHA-256(public key); raises ProtocolError for a bad nonce size."""
+    if len(nonce) != NONCE_BYTES:
+        raise ProtocolError(Reason.REQUEST_INVALID, f"nonce must be {NONCE_BYTES} bytes")
+    return nonce + public_key_digest(public_key)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportDataCheck:
+    """Which halves of a quote's REPORTDATA match what the request claims."""
+
+    nonce_matches: bool
+    public_key_matches: bool
+
+
+def check_report_data(quoted: bytes, nonce: bytes, public_key: bytes) -> ReportDataCheck:
+    """Compare a quote's REPORTDATA with ``nonce`` and ``public_key`` in constant time.
+
+    Raises ProtocolError(quote_malformed) when ``quoted`` is not 64 bytes.
+    """
+    if len(quoted) != REPORT_DATA_BYTES:
+        raise ProtocolError(Reason.QUOTE_MALFORMED, "REPORTDATA must be 64 bytes")
+    return ReportDataCheck(
+        nonce_matches=hmac.compare_digest(quoted[:NONCE_BYTES], nonce),
+        public_key_matches=hmac.compare_digest(
+            quoted[NONCE_BYTES:], public_key_digest(public_key)
+        ),
+    )
+
+
+def key_release_info(nonce: bytes) -> bytes:
+    """HPKE ``info`` for the sealed key: the fixed label || nonce. Raises ProtocolError."""
+    if len(nonce) != NONCE_BYTES:
+        raise ProtocolError(Reason.REQUEST_INVALID, f"nonce must be {NONCE_BYTES} bytes")
+    return KEY_RELEASE_INFO_PREFIX + nonce
+
+
+def b64encode(data: bytes) -> str:
+    """Standard base64 with padding, as every binary field travels. Raises nothing."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: str, field: str, reason: Reason = Reason.REQUEST_INVALID) -> bytes:
+    """Strictly decode standard base64 (no whitespace, no URL alphabet).
+
+    Raises ProtocolError(``reason``) naming ``field`` when ``text`` is not valid base64.
+    """
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise ProtocolError(reason, f"{field} is not valid standard base64") from None

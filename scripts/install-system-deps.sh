@@ -1,0 +1,30 @@
+#!/bin/sh
+# Installs the Debian/Ubuntu packages a target needs, only those not installed yet.
+# Usage: install-system-deps.sh GROUP...   (groups: base test vm)
+set -eu
+
+pkgs_for() {
+    case "$1" in
+        base) echo "python3 python3-venv python3-dev gcc fuse3 libfuse3-3 cryptsetup-bin curl" ;;
+        test) echo "shellcheck fuse3 libfuse3-3 cryptsetup-bin curl" ;;
+        vm) echo "qemu-system-x86 qemu-utils busybox initramfs-tools cryptsetup cryptsetup-initramfs dracut-core e2fsprogs cpio zstd kmod udev linux-image-cloud-amd64" ;;
+        *) echo "unknown package group: $1" >&2; exit 2 ;;
+    esac
+}
+
+missing=""
+for group in "$@"; do
+    for pkg in $(pkgs_for "$group"); do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+            missing="$missing $pkg"
+        fi
+    done
+done
+
+[ -n "$missing" ] || exit 0
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing system packages:$missing" >&2
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+# shellcheck disable=SC2086 # word splitting of the package list is intended
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >&2
