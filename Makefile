@@ -44,8 +44,61 @@ format: deps
 bench: deps
 	$(VPY) bench/run_all.py
 
+## Boots a real kernel + initramfs in QEMU that unlocks a LUKS2 disk after attestation.
 vm-test: deps
+	scripts/install-system-deps.sh vm
 	$(VPY) -m pytest -m vm tests/vm $(PYTEST_ARGS)
+
+## Image builders: the agent in its own venv, initramfs-tools/dracut glue, systemd units.
+DESTDIR ?=
+PREFIX ?= /usr
+SYSCONFDIR ?= /etc
+AGENT_PREFIX ?= /opt/tdx-boot-attest
+IMAGE_PYTHON ?= /usr/bin/python3
+PIP_INSTALL_ARGS ?=
+INITRAMFS_TOOLS_DIR ?= $(PREFIX)/share/initramfs-tools
+DRACUT_MODULES_DIR ?= $(PREFIX)/lib/dracut/modules.d
+SYSTEMD_UNIT_DIR ?= $(PREFIX)/lib/systemd/system
+AGENT_ROOT := $(DESTDIR)$(AGENT_PREFIX)
+DRACUT_MODULE := $(DESTDIR)$(DRACUT_MODULES_DIR)/90tdx-boot-attest
+UNITS := tdx-boot-attest.service tdx-attest-runtime.service tdx-attest-runtime.timer
+
+install:
+	$(IMAGE_PYTHON) -m venv --clear $(AGENT_ROOT)
+	$(AGENT_ROOT)/bin/python -m pip install --quiet --no-cache-dir $(PIP_INSTALL_ARGS) .
+	@# A venv records its own path; a staged (DESTDIR) one must name its final place.
+	if [ -n "$(DESTDIR)" ]; then \
+		grep -lIs -- '$(AGENT_ROOT)' $(AGENT_ROOT)/bin/* $(AGENT_ROOT)/pyvenv.cfg \
+			| xargs -r sed -i 's|$(AGENT_ROOT)|$(AGENT_PREFIX)|g'; \
+	fi
+	install -D -m 0755 initramfs-hooks/tdx_runtime_files.py $(AGENT_ROOT)/libexec/tdx_runtime_files.py
+	install -D -m 0755 initramfs-hooks/keyscript.sh $(AGENT_ROOT)/libexec/keyscript
+	install -D -m 0644 docs/image-building.md $(AGENT_ROOT)/share/doc/image-building.md
+	install -D -m 0644 initramfs-hooks/agent.conf.example $(AGENT_ROOT)/share/doc/agent.conf.example
+	install -D -m 0755 initramfs-hooks/initramfs-tools/hooks/tdx-boot-attest \
+		$(DESTDIR)$(INITRAMFS_TOOLS_DIR)/hooks/tdx-boot-attest
+	install -D -m 0755 initramfs-hooks/initramfs-tools/scripts/local-top/tdx-boot-attest \
+		$(DESTDIR)$(INITRAMFS_TOOLS_DIR)/scripts/local-top/tdx-boot-attest
+	install -D -m 0755 initramfs-hooks/dracut/90tdx-boot-attest/module-setup.sh \
+		$(DRACUT_MODULE)/module-setup.sh
+	install -D -m 0755 initramfs-hooks/dracut/90tdx-boot-attest/tdx-boot-attest-cmdline.sh \
+		$(DRACUT_MODULE)/tdx-boot-attest-cmdline.sh
+	install -D -m 0644 systemd/tdx-boot-attest.service $(DRACUT_MODULE)/tdx-boot-attest.service
+	for unit in $(UNITS); do \
+		install -D -m 0644 systemd/$$unit $(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$unit || exit 1; \
+	done
+	if [ ! -e $(DESTDIR)$(SYSCONFDIR)/tdx-boot-attest/agent.conf ]; then \
+		install -D -m 0600 initramfs-hooks/agent.conf.example \
+			$(DESTDIR)$(SYSCONFDIR)/tdx-boot-attest/agent.conf; \
+	fi
+	@echo "installed; now edit $(SYSCONFDIR)/tdx-boot-attest/agent.conf (see docs/image-building.md)"
+
+## Removes what install put down, except the configuration in $(SYSCONFDIR)/tdx-boot-attest.
+uninstall:
+	rm -rf $(AGENT_ROOT) $(DRACUT_MODULE)
+	rm -f $(DESTDIR)$(INITRAMFS_TOOLS_DIR)/hooks/tdx-boot-attest \
+		$(DESTDIR)$(INITRAMFS_TOOLS_DIR)/scripts/local-top/tdx-boot-attest
+	for unit in $(UNITS); do rm -f $(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$unit; done
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -171,9 +171,7 @@ def check_report_data(quoted: bytes, nonce: bytes, public_key: bytes) -> ReportD
         raise ProtocolError(Reason.QUOTE_MALFORMED, "REPORTDATA must be 64 bytes")
     return ReportDataCheck(
         nonce_matches=hmac.compare_digest(quoted[:NONCE_BYTES], nonce),
-        public_key_matches=hmac.compare_digest(
-            quoted[NONCE_BYTES:], public_key_digest(public_key)
-        ),
+        public_key_matches=hmac.compare_digest(quoted[NONCE_BYTES:], public_key_digest(public_key)),
     )
 
 

@@ -1,0 +1,107 @@
+"""Miner authentication for runtime attestation: Chutes hotkey signatures or a bearer token.
+
+A hotkey signature covers ``"{hotkey}:{timestamp}:{X}"`` where X is the SHA-256 hex of
+the request body, or the purpose string ``tee`` for a request without a body. The
+hotkey file is a Bittensor-style JSON keyfile (``secretSeed`` and ``ss58Address``).
+sr25519 comes from py-sr25519-bindings (the ``runtime`` extra), imported only here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Protocol
+
+from agent.errors import AgentError, LocalReason
+from agent.protocol import HOTKEY_HEADER, NONCE_HEADER, SIGNATURE_HEADER
+
+PURPOSE: Final = "tee"
+
+
+class HotkeyError(AgentError):
+    """The hotkey file or token cannot be used; the message says which field."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(LocalReason.HOTKEY_INVALID, message)
+
+
+class RequestSigner(Protocol):
+    """Produces the authentication headers for one request."""
+
+    def headers(self, body: bytes) -> dict[str, str]:
+        """Headers authenticating a request whose raw body is ``body`` (b"" for none)."""
+
+
+def signing_message(hotkey: str, timestamp: str, body: bytes) -> bytes:
+    """The exact bytes a miner signs for a request with ``body``. Raises nothing."""
+    subject = hashlib.sha256(body).hexdigest() if body else PURPOSE
+    return f"{hotkey}:{timestamp}:{subject}".encode()
+
+
+@dataclass
+class HotkeySigner:
+    """Signs requests with an sr25519 key pair whose SS58 address is ``hotkey``."""
+
+    hotkey: str
+    public_key: bytes
+    secret_key: bytes = field(repr=False)
+    clock: Callable[[], float] = time.time
+
+    @classmethod
+    def from_file(cls, path: Path, clock: Callable[[], float] = time.time) -> HotkeySigner:
+        """Load a JSON hotkey file; raises HotkeyError naming the problem (never the secret)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise HotkeyError(f"cannot read hotkey file {path}: {exc}") from None
+        except ValueError:
+            raise HotkeyError(f"hotkey file {path} is not JSON") from None
+        if not isinstance(data, dict):
+            raise HotkeyError(f"hotkey file {path} is not a JSON object")
+        address = data.get("ss58Address")
+        seed_hex = data.get("secretSeed")
+        if not isinstance(address, str) or not address:
+            raise HotkeyError(f"hotkey file {path} has no 'ss58Address'")
+        if not isinstance(seed_hex, str):
+            raise HotkeyError(f"hotkey file {path} has no 'secretSeed'")
+        try:
+            seed = bytes.fromhex(seed_hex.removeprefix("0x"))
+        except ValueError:
+            raise HotkeyError(f"'secretSeed' in {path} is not hexadecimal") from None
+        if len(seed) != 32:
+            raise HotkeyError(f"'secretSeed' in {path} must be 32 bytes")
+        import sr25519
+
+        public, secret = sr25519.pair_from_seed(seed)
+        declared = data.get("publicKey")
+        if isinstance(declared, str) and bytes.fromhex(declared.removeprefix("0x")) != bytes(
+            public
+        ):
+            raise HotkeyError(f"'publicKey' in {path} does not belong to its 'secretSeed'")
+        return cls(address, bytes(public), bytes(secret), clock)
+
+    def headers(self, body: bytes) -> dict[str, str]:
+        """X-Chutes-Hotkey / -Nonce (unix seconds) / -Signature for ``body``. Raises nothing."""
+        import sr25519
+
+        timestamp = str(int(self.clock()))
+        message = signing_message(self.hotkey, timestamp, body)
+        signature = bytes(sr25519.sign((self.public_key, self.secret_key), message)).hex()
+        return {HOTKEY_HEADER: self.hotkey, NONCE_HEADER: timestamp, SIGNATURE_HEADER: signature}
+
+
+@dataclass
+class BearerSigner:
+    """Authenticates with ``Authorization: Bearer <token>``."""
+
+    token: str = field(repr=False)
+
+    def headers(self, body: bytes) -> dict[str, str]:
+        """The Authorization header. Raises nothing."""
+        return {"Authorization": f"Bearer {self.token}"}

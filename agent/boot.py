@@ -1,0 +1,117 @@
+"""The boot flows: fetch the key and unlock every volume, or hand it to cryptroot.
+
+Both run under the configured overall deadline (device waits and every retry
+included) and keep the key only in a bytearray that is wiped before returning.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.api import BootClient, ReleasedKey, make_session, released
+from agent.config import Config, Volume
+from agent.console import Console
+from agent.disk import Cryptsetup, DeviceWaiter, write_all
+from agent.errors import ConfigError, DeadlineExceeded, LocalReason, TransientError
+from agent.tsm import FileOps, OsFileOps, TsmQuoteProvider
+
+
+def file_ops() -> FileOps:
+    """The file operations used on the configfs-tsm tree (the real file system)."""
+    return OsFileOps()
+
+
+@dataclass
+class BootContext:
+    """What the flows need, injectable for tests: configuration, console, clock."""
+
+    config: Config
+    console: Console
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    waiter: DeviceWaiter = field(default_factory=DeviceWaiter)
+
+    def quote_provider(self) -> TsmQuoteProvider:
+        """The configfs-tsm quote provider at the configured root. Raises nothing."""
+        return TsmQuoteProvider(self.config.tsm_root, file_ops(), sleep=self.sleep)
+
+    def client(self) -> BootClient:
+        """An HTTP client of the configured server. Raises nothing."""
+        config = self.config
+        ca = str(config.ca_bundle) if config.ca_bundle else None
+        return BootClient(
+            config.server_url,
+            make_session(ca),
+            self.quote_provider(),
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            clock=self.clock,
+            sleep=self.sleep,
+            on_retry=self._report_retry,
+        )
+
+    def _report_retry(self, error: TransientError, delay: float) -> None:
+        self.console.info(f"retrying in {delay:.1f} s: {error.reason}: {error.message}")
+
+
+def fetch_key(context: BootContext, seconds: float) -> ReleasedKey:
+    """Attest and return the released key; raises AgentError subclasses (see BootClient)."""
+    key = context.client().fetch_key(seconds)
+    context.console.success("key released", image=key.image, attestation_id=key.attestation_id)
+    return key
+
+
+def unlock_volumes(context: BootContext, volumes: tuple[Volume, ...]) -> None:
+    """Wait for every device, fetch the key once, and open every volume with it.
+
+    Raises ConfigError (no volumes), DiskError, DeadlineExceeded, ServerRefused,
+    TransportError or TsmError.
+    """
+    config = context.config
+    if not volumes:
+        raise ConfigError("no [volume NAME] section configured: nothing to unlock")
+    started = context.clock()
+
+    def remaining() -> float:
+        return config.deadline - (context.clock() - started)
+
+    devices: list[tuple[Volume, Path]] = []
+    for volume in volumes:
+        budget = min(config.device_timeout, remaining())
+        if budget <= 0:
+            raise DeadlineExceeded(f"deadline reached while waiting for {volume.device}")
+        devices.append((volume, context.waiter.wait(volume.device, budget)))
+    cryptsetup = Cryptsetup(
+        command=config.cryptsetup,
+        check_mapper=config.check_mapper,
+        mapper_dir=config.mapper_dir,
+        clock=context.clock,
+        sleep=context.sleep,
+    )
+    budget = remaining()
+    if budget <= 0:
+        raise DeadlineExceeded("deadline reached before the key could be requested")
+    with released(fetch_key(context, budget)) as key:
+        for volume, device in devices:
+            cryptsetup.open(device, volume.name, key.key, volume.options)
+            context.console.success("unlocked", volume=volume.name, device=str(device))
+
+
+def keyscript(context: BootContext, volume_name: str | None, out_fd: int) -> None:
+    """Fetch the key and write only it to ``out_fd`` (crypttab ``keyscript=`` contract).
+
+    ``volume_name`` (CRYPTTAB_NAME) must be a configured volume when volumes are
+    configured. Raises ConfigError(volume_unknown) or what fetch_key raises.
+    """
+    config = context.config
+    if volume_name and config.volumes and config.volume(volume_name) is None:
+        names = ", ".join(v.name for v in config.volumes)
+        raise ConfigError(
+            f"CRYPTTAB_NAME={volume_name!r} is not a configured volume (configured: {names})",
+            LocalReason.VOLUME_UNKNOWN,
+        )
+    with released(fetch_key(context, config.deadline)) as key:
+        write_all(out_fd, key.key)

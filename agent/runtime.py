@@ -1,0 +1,45 @@
+"""Runtime attestation of a registered server (after boot, e.g. from a systemd timer).
+
+GET /servers/{id}/nonce, then POST /servers/{id}/attestation with ``{"quote"}`` where
+the quote's REPORTDATA is nonce (32 bytes) || 32 zero bytes; both requests signed by
+the miner (agent.auth).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote as url_quote
+
+from agent import protocol
+from agent.api import BootClient, Deadline, retry_until
+from agent.auth import RequestSigner
+
+_PADDING = bytes(protocol.REPORT_DATA_BYTES - protocol.NONCE_BYTES)
+
+
+def runtime_paths(server_id: str) -> tuple[str, str]:
+    """(nonce path, attestation path) for ``server_id``. Raises nothing."""
+    base = f"/servers/{url_quote(server_id, safe='')}"
+    return f"{base}/nonce", f"{base}/attestation"
+
+
+def attest_runtime(
+    client: BootClient, signer: RequestSigner, server_id: str, deadline_seconds: float
+) -> dict[str, Any]:
+    """Run one runtime attestation (retrying transient failures); return the server's answer.
+
+    Raises ServerRefused, DeadlineExceeded, TransportError or TsmError.
+    """
+    nonce_path, attestation_path = runtime_paths(server_id)
+    deadline = Deadline.after(deadline_seconds, client.clock)
+
+    def attempt() -> dict[str, Any]:
+        nonce = client.get_nonce(deadline, nonce_path, headers=signer.headers(b""))
+        quote = client.quotes.get_quote(nonce + _PADDING)
+        body = json.dumps({"quote": protocol.b64encode(quote)}).encode()
+        return client.request(
+            "POST", attestation_path, deadline, body=body, headers=signer.headers(body)
+        )
+
+    return retry_until(deadline, attempt, sleep=client.sleep, on_retry=client.on_retry)

@@ -1,0 +1,316 @@
+"""List the files an initramfs needs to run the agent: its venv, Python and stdlib subset.
+
+Run with the installed virtual environment's own interpreter, from an initramfs hook::
+
+    /opt/tdx-boot-attest/bin/python tdx_runtime_files.py --venv /opt/tdx-boot-attest
+
+Prints one ``KIND<TAB>SOURCE<TAB>TARGET`` line per file, where KIND is ``exec`` (an ELF
+file whose shared libraries must come along: copy it with ``copy_exec``) or ``file``
+(``copy_file``). SOURCE is where the file is on this machine; TARGET is where it goes in
+the image (they differ when the venv was installed under a staging DESTDIR).
+
+Which standard-library modules come along is decided twice and the answers joined: a
+static import walk (ModuleFinder, which also sees imports inside functions) over every
+module the image carries, and the set a real interpreter has loaded after importing the
+entry modules (which covers what the interpreter imports by itself at start-up).
+Exits 1 with a message on stderr when something the image needs is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Iterable, Iterator
+from modulefinder import ModuleFinder
+from pathlib import Path
+
+# Top-level site-packages entries that are tooling, not the agent's runtime.
+DEFAULT_SKIP = (
+    "pip",
+    "setuptools",
+    "_distutils_hack",
+    "pkg_resources",
+    "wheel",
+    "server",
+    "tdxsim",
+)
+# Imported by the interpreter or by codecs lookups that no static walk can see.
+ALWAYS_STDLIB = ("encodings", "site", "sitecustomize", "_sitebuiltins", "runpy", "importlib.util")
+# Development and GUI parts of the stdlib that static walks reach through optional imports
+# but that nothing run at boot uses; leaving them out keeps megabytes out of the image.
+NEVER_STDLIB = (
+    "test",
+    "unittest",
+    "doctest",
+    "pdb",
+    "pydoc",
+    "pydoc_data",
+    "idlelib",
+    "tkinter",
+    "turtle",
+    "lib2to3",
+    "ensurepip",
+    "distutils",
+    "_testcapi",
+    "_testinternalcapi",
+    "_testbuffer",
+    "_testmultiphase",
+    "sqlite3",
+    "_sqlite3",
+    "curses",
+    "_curses",
+    "readline",
+    "venv",
+    "xmlrpc",
+    "pydoc",
+    "tabnanny",
+    "pstats",
+    "cProfile",
+    "profile",
+)
+# Shared libraries loaded with ctypes at run time (no ELF dependency names them).
+DEFAULT_CTYPES_LIBS = ("libudev.so.1",)
+# ctypes.util.find_library asks ldconfig for the library cache.
+HELPER_EXECUTABLES = ("/sbin/ldconfig",)
+
+
+class RuntimeFilesError(Exception):
+    """Something the image needs is missing or unusable."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the file list; returns 0, or 1 after a message when something is missing."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--venv", type=Path, required=True, help="the venv on this machine")
+    parser.add_argument(
+        "--target", type=Path, help="the venv's path in the image (default: --venv)"
+    )
+    parser.add_argument("--entry", action="append", default=[], help="entry module (repeatable)")
+    parser.add_argument(
+        "--skip", action="append", default=[], help="site-packages entry to leave out"
+    )
+    parser.add_argument(
+        "--extra-path",
+        action="append",
+        default=[],
+        type=Path,
+        help="a directory of extra modules to carry (test images)",
+    )
+    parser.add_argument("--extra-target", type=Path, help="where --extra-path dirs go in the image")
+    parser.add_argument("--config", type=Path, help="agent.conf: its CA bundle comes along")
+    parser.add_argument(
+        "--ctypes-lib", action="append", default=[], help="soname loaded via ctypes"
+    )
+    args = parser.parse_args(argv)
+    target = args.target or args.venv
+    try:
+        entries = args.entry or _package_modules(_site_packages(args.venv) / "agent")
+        for kind, source, dest in runtime_files(
+            venv=args.venv,
+            target=target,
+            entries=entries,
+            skip=(*DEFAULT_SKIP, *args.skip),
+            extra_paths=args.extra_path,
+            extra_target=args.extra_target,
+            ctypes_libs=(*DEFAULT_CTYPES_LIBS, *args.ctypes_lib),
+            config=args.config,
+        ):
+            for path in (source, dest):
+                if any(ch.isspace() for ch in str(path)):
+                    raise RuntimeFilesError(f"path with white space cannot be listed: {path}")
+            print(f"{kind}\t{source}\t{dest}")
+    except RuntimeFilesError as exc:
+        print(f"tdx-boot-attest: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def runtime_files(
+    *,
+    venv: Path,
+    target: Path,
+    entries: list[str],
+    skip: Iterable[str],
+    extra_paths: list[Path],
+    extra_target: Path | None,
+    ctypes_libs: Iterable[str],
+    config: Path | None = None,
+) -> Iterator[tuple[str, Path, Path]]:
+    """Yield (kind, source, target) for every file the image needs. Raises RuntimeFilesError."""
+    site = _site_packages(venv)
+    skipped = set(skip)
+    yield "file", venv / "pyvenv.cfg", target / "pyvenv.cfg"
+    yield "exec", venv / "bin" / "python", target / "bin" / "python"
+    for script in sorted((venv / "bin").glob("tdx-boot-agent*")):
+        yield "file", script, target / script.relative_to(venv)
+
+    for entry in sorted(site.iterdir()):
+        if entry.name.split(".")[0].split("-")[0] in skipped or entry.name == "__pycache__":
+            continue
+        if entry.name.endswith(".pth"):
+            continue
+        for file in _tree(entry):
+            yield _kind(file), file, target / file.relative_to(venv)
+    for extra in extra_paths:
+        if extra_target is None:
+            raise RuntimeFilesError("--extra-path needs --extra-target")
+        for file in _tree(extra):
+            yield _kind(file), file, extra_target / file.relative_to(extra.parent)
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    modules = _stdlib_modules(entries, extra_paths)
+    for file in sorted(_stdlib_files(modules, stdlib)):
+        yield _kind(file), file, file
+    for soname in ctypes_libs:
+        path = _find_library(soname)
+        yield "exec", path, path
+    for helper in HELPER_EXECUTABLES:
+        if not Path(helper).is_file():
+            raise RuntimeFilesError(f"{helper} is missing")
+        yield "exec", Path(helper), Path(helper)
+    if config is not None:
+        bundle = _ca_bundle(config)
+        if bundle is not None:
+            yield "file", bundle, bundle
+
+
+def _ca_bundle(config: Path) -> Path | None:
+    """Validate agent.conf with the agent's own loader; return its CA bundle path or None.
+
+    Raises RuntimeFilesError naming the bad key: a bad configuration fails the image
+    build rather than the boot.
+    """
+    from agent.config import load_config
+    from agent.errors import ConfigError
+
+    try:
+        loaded = load_config(config, None, require_file=True)
+    except ConfigError as exc:
+        raise RuntimeFilesError(f"invalid configuration: {exc}") from None
+    return loaded.ca_bundle
+
+
+def _site_packages(venv: Path) -> Path:
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    site = venv / "lib" / version / "site-packages"
+    if not (venv / "pyvenv.cfg").is_file() or not site.is_dir():
+        raise RuntimeFilesError(f"{venv} is not a {version} virtual environment")
+    if not (site / "agent" / "__init__.py").is_file():
+        raise RuntimeFilesError(f"the agent is not installed in {venv}")
+    return site
+
+
+def _package_modules(package: Path) -> list[str]:
+    """Dotted names of every module of ``package``: lazy imports all get looked at."""
+    names = []
+    for file in _tree(package):
+        if file.suffix == ".py":
+            parts = list(file.relative_to(package.parent).with_suffix("").parts)
+            if parts[-1] == "__main__":
+                continue  # importing it would run the program
+            if parts[-1] == "__init__":
+                parts.pop()
+            names.append(".".join(parts))
+    return names
+
+
+def _tree(entry: Path) -> Iterator[Path]:
+    if entry.is_file():
+        yield entry
+        return
+    for root, dirs, files in os.walk(entry):
+        dirs.sort()
+        for name in sorted(files):
+            yield Path(root) / name
+
+
+def _kind(path: Path) -> str:
+    with path.open("rb") as handle:
+        return "exec" if handle.read(4) == b"\x7fELF" else "file"
+
+
+def _stdlib_modules(entries: list[str], extra_paths: list[Path]) -> set[str]:
+    search = [str(p.parent) for p in extra_paths] + sys.path
+    finder = ModuleFinder(path=search)
+    for name in (*entries, *ALWAYS_STDLIB):
+        try:
+            finder.import_hook(name)
+        except (ImportError, SyntaxError):
+            continue  # optional imports of optional platforms; the live run below decides
+    found = set(finder.modules)
+    found |= _loaded_modules(entries, [str(p.parent) for p in extra_paths])
+    return found
+
+
+def _loaded_modules(entries: list[str], extra: list[str]) -> set[str]:
+    code = (
+        "import importlib, json, sys\n"
+        f"sys.path[:0] = {extra!r}\n"
+        f"for name in {entries!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    if result.returncode != 0:
+        raise RuntimeFilesError(f"cannot import {', '.join(entries)}: {result.stderr.strip()}")
+    names: list[str] = json.loads(result.stdout)
+    return set(names)
+
+
+def _stdlib_files(modules: set[str], stdlib: Path) -> set[Path]:
+    """The stdlib files (source, bytecode, extension) behind ``modules``, packages included."""
+    files: set[Path] = {stdlib / "os.py"}  # the interpreter's landmark for finding its prefix
+    for name in modules:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None or spec.origin is None or not spec.has_location:
+            continue
+        if name.split(".")[0] in NEVER_STDLIB:
+            continue
+        origin = Path(spec.origin)
+        if not _is_within(origin, stdlib) or "site-packages" in origin.parts:
+            continue
+        files.add(origin)
+        if origin.suffix == ".py":
+            cached = Path(importlib.util.cache_from_source(str(origin)))
+            if cached.is_file():
+                files.add(cached)
+        if name == "encodings":
+            files.update(p for p in _tree(origin.parent) if p.suffix in {".py", ".pyc"})
+    for path in list(files):
+        # Debian links sitecustomize.py into /etc; copy_file follows the link.
+        if not path.exists():
+            files.discard(path)
+    return files
+
+
+def _is_within(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def _find_library(soname: str) -> Path:
+    result = subprocess.run(
+        ["ldconfig", "-p"], capture_output=True, text=True, check=False, timeout=30
+    )
+    for line in result.stdout.splitlines():
+        name, _, rest = line.strip().partition(" ")
+        if name == soname and "x86-64" in rest and "=>" in rest:
+            return Path(rest.split("=>", 1)[1].strip())
+    raise RuntimeFilesError(f"shared library {soname} not found (ldconfig -p)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

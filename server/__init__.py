@@ -1,0 +1,1 @@
+"""The verifier server: nonces, DCAP quote verification, measurement policy, sealed key release."""

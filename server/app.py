@@ -1,0 +1,154 @@
+"""The FastAPI application factory: routers, dependencies, error bodies, /metrics."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from agent.protocol import Reason
+from server.clock import Clock, system_clock
+from server.collateral import CollateralFetcher
+from server.context import ServerContext
+from server.errors import ServerError
+from server.routers import ROUTER_MODULES
+from server.settings import Settings
+
+LOG = logging.getLogger("tdx_attest.server")
+# Bodies larger than this are refused before parsing (a quote is at most 64 KiB, as base64 ~87 KiB).
+MAX_BODY_BYTES = 256 * 1024
+_STATUS_REASONS = {
+    401: Reason.UNAUTHENTICATED,
+    403: Reason.FORBIDDEN,
+    404: Reason.NOT_FOUND,
+    409: Reason.CONFLICT,
+    429: Reason.RATE_LIMITED,
+}
+
+
+def create_app(
+    settings: Settings,
+    clock: Clock | None = None,
+    collateral_fetcher: CollateralFetcher | None = None,
+    *,
+    engine: Engine | None = None,
+    router_modules: Sequence[str] = ROUTER_MODULES,
+) -> FastAPI:
+    """Build the server application.
+
+    Raises ConfigurationError when the settings, master key or trust root are unusable.
+    """
+    ctx = ServerContext.build(settings, clock or system_clock, collateral_fetcher, engine)
+    app = FastAPI(
+        title="tdx-boot-attest verifier",
+        version="1",
+        description="Attestation-gated LUKS key release for Intel TDX VMs (Servers API).",
+    )
+    app.state.ctx = ctx
+    for module_name in router_modules:
+        module = _import_router_module(module_name)
+        if module is not None:
+            app.include_router(module.router)
+    _install_error_handlers(app)
+    _install_body_limit(app)
+    app.add_api_route("/metrics", _metrics_endpoint(ctx), methods=["GET"], include_in_schema=False)
+    app.add_api_route("/healthz", _health, methods=["GET"], include_in_schema=False)
+    return app
+
+
+def _import_router_module(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            return None
+        raise
+
+
+def error_body(reason: Reason | str, message: str) -> dict[str, str]:
+    """The JSON body of every refusal. Raises nothing."""
+    code = Reason(reason).value
+    return {"detail": f"{code}: {message}", "reason": code, "message": message}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServerError)
+    async def server_error(_request: Request, exc: ServerError) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.reason, exc.message), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            error_body(Reason.REQUEST_INVALID, _describe_validation(exc)), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = _STATUS_REASONS.get(exc.status_code, Reason.REQUEST_INVALID)
+        message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        return JSONResponse(
+            error_body(reason, message),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        # The traceback stays in the server log; the client learns nothing about internals.
+        LOG.error("unexpected %s while handling a request", type(exc).__name__, exc_info=exc)
+        return JSONResponse(error_body(Reason.INTERNAL_ERROR, "internal error"), status_code=500)
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        location = [str(item) for item in error.get("loc", ()) if item != "body"]
+        field = ".".join(location) or "body"
+        parts.append(f"{field}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "request is invalid"
+
+
+def _install_body_limit(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            reason = (
+                Reason.QUOTE_TOO_LARGE
+                if request.url.path.endswith("attestation")
+                else Reason.REQUEST_INVALID
+            )
+            return JSONResponse(
+                error_body(reason, f"request body is larger than {MAX_BODY_BYTES} bytes"),
+                status_code=422,
+            )
+        response: Response = await call_next(request)
+        return response
+
+
+def _metrics_endpoint(ctx: ServerContext) -> Any:
+    def metrics() -> Response:
+        now = ctx.clock()
+        for entry in ctx.collateral.entries():
+            labels = (entry.fmspc, entry.ca)
+            ctx.metrics.collateral_age.labels(*labels).set((now - entry.issued_at).total_seconds())
+            ctx.metrics.collateral_remaining.labels(*labels).set(
+                (entry.next_update - now).total_seconds()
+            )
+        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
+
+
+def _health() -> dict[str, str]:
+    return {"status": "ok"}

@@ -1,0 +1,72 @@
+"""The FastAPI dependency that authenticates the calling miner.
+
+Declaring the four headers here puts them in the OpenAPI document of every fleet
+endpoint, as the Servers API contract lists them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from agent.protocol import HOTKEY_HEADER, NONCE_HEADER, SIGNATURE_HEADER
+from server.auth.authenticator import AuthenticatedMiner, Authenticator
+from server.auth.credentials import AUTHORIZATION_HEADER, parse_credentials
+from server.context import ServerContext
+from server.db.engine import session_scope
+from server.dependencies import get_context
+from server.fleet.miners import DatabaseMiners, DatabaseReplayGuard
+
+
+async def raw_body(request: Request) -> bytes:
+    """The request body exactly as received (what the signature covers). Raises nothing."""
+    return await request.body()
+
+
+def replay_guard(request: Request) -> DatabaseReplayGuard:
+    """The application's replay store (one per app, so its purge schedule is shared)."""
+    guard: DatabaseReplayGuard | None = getattr(request.app.state, "replay_guard", None)
+    if guard is None:
+        ctx = get_context(request)
+        guard = DatabaseReplayGuard(ctx.sessions, ctx.clock)
+        request.app.state.replay_guard = guard
+    return guard
+
+
+def current_miner(
+    *,
+    ctx: Annotated[ServerContext, Depends(get_context)],
+    body: Annotated[bytes, Depends(raw_body)],
+    replays: Annotated[DatabaseReplayGuard, Depends(replay_guard)],
+    x_chutes_hotkey: Annotated[
+        str | None, Header(alias=HOTKEY_HEADER, description="SS58 sr25519 hotkey of the miner")
+    ] = None,
+    x_chutes_signature: Annotated[
+        str | None,
+        Header(
+            alias=SIGNATURE_HEADER,
+            description='Hex sr25519 signature of "{hotkey}:{nonce}:{sha256(body) or tee}"',
+        ),
+    ] = None,
+    x_chutes_nonce: Annotated[
+        str | None, Header(alias=NONCE_HEADER, description="Unix time in seconds of signing")
+    ] = None,
+    authorization: Annotated[
+        str | None,
+        Header(alias=AUTHORIZATION_HEADER, description="Bearer <API token> (instead of signing)"),
+    ] = None,
+) -> AuthenticatedMiner:
+    """The authenticated miner. Raises AuthenticationError (401) naming what is wrong."""
+    credentials = parse_credentials(
+        x_chutes_hotkey, x_chutes_nonce, x_chutes_signature, authorization
+    )
+    with session_scope(ctx.sessions) as session:
+        authenticator = Authenticator(
+            DatabaseMiners(session),
+            replays,
+            ctx.clock,
+            window=timedelta(seconds=ctx.settings.auth_window_seconds),
+        )
+        return authenticator.authenticate(credentials, body)

@@ -1,0 +1,61 @@
+"""What a miner signs, and the sr25519 check of that signature.
+
+The message is ``"{hotkey}:{nonce}:{X}"`` where X is the SHA-256 hex digest of the raw
+request body when the request has one, else the purpose string ``tee``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+import sr25519
+
+from server.auth.errors import AuthenticationError
+
+PURPOSE: Final = "tee"
+SR25519_SIGNATURE_BYTES: Final = 64
+
+
+def signing_message(hotkey: str, timestamp: str, body: bytes) -> bytes:
+    """The exact bytes signed for a request with ``body`` (empty for none). Raises nothing."""
+    subject = hashlib.sha256(body).hexdigest() if body else PURPOSE
+    return f"{hotkey}:{timestamp}:{subject}".encode()
+
+
+def parse_signature(text: str) -> bytes:
+    """Decode a hex sr25519 signature (an optional ``0x`` prefix is allowed).
+
+    Raises AuthenticationError when it is not hex or not 64 bytes.
+    """
+    digits = text[2:] if text.startswith(("0x", "0X")) else text
+    try:
+        signature = bytes.fromhex(digits)
+    except ValueError:
+        raise AuthenticationError("X-Chutes-Signature is not hexadecimal") from None
+    if len(signature) != SR25519_SIGNATURE_BYTES:
+        raise AuthenticationError(
+            f"X-Chutes-Signature must be {SR25519_SIGNATURE_BYTES} bytes "
+            f"({2 * SR25519_SIGNATURE_BYTES} hex characters), got {len(signature)}"
+        )
+    return signature
+
+
+def signature_is_valid(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """True when ``signature`` is ``public_key``'s sr25519 signature of ``message``.
+
+    Raises nothing: a malformed key or signature is simply not valid.
+    """
+    try:
+        return bool(sr25519.verify(signature, message, public_key))
+    except (ValueError, TypeError):
+        return False
+
+
+def sign_message(keypair: tuple[bytes, bytes], message: bytes) -> str:
+    """Sign ``message`` with an sr25519 ``(public, secret)`` key pair; return hex.
+
+    For clients and tests. Raises ValueError for a malformed key pair.
+    """
+    signature = sr25519.sign(keypair, message)
+    return bytes(signature).hex()

@@ -1,0 +1,321 @@
+"""The boot attestation: numbered steps from request to sealed key, every attempt recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from agent.protocol import (
+    MAX_QUOTE_BYTES,
+    NONCE_HEADER,
+    Kem,
+    ProtocolError,
+    Reason,
+    b64decode,
+    check_report_data,
+    nonce_from_hex,
+    parse_kem,
+)
+from server.context import ServerContext
+from server.db.engine import session_scope
+from server.db.models import BootAttestation, Image
+from server.dcap import DcapVerdict, verify_dcap
+from server.errors import AttestationRefused, NonceRejected, RequestInvalid, ServerError
+from server.key_release import HpkePublicKey, load_public_key, seal_for_agent
+from server.nonces import consume_nonce
+from server.policy import match_image
+from server.quote import TdQuote, parse_td_quote
+
+ATTESTATION_LOG = logging.getLogger("tdx_attest.attestation")
+# Base64 of MAX_QUOTE_BYTES, plus padding: longer text is refused before decoding.
+MAX_QUOTE_BASE64_CHARS = 4 * ((MAX_QUOTE_BYTES + 2) // 3)
+
+
+@dataclass(frozen=True, slots=True)
+class BootRequest:
+    """A boot attestation request as received (unvalidated strings)."""
+
+    nonce_header: str | None
+    quote: str
+    public_key: str
+    kem: str
+    client_ip: str | None
+    bookkeeping: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BootResult:
+    """An accepted boot attestation."""
+
+    attestation_id: str
+    image: str
+    verified_at: datetime
+    sealed_key: bytes
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """What is learnt about an attempt as the steps run, for the audit row and the log."""
+
+    id: str
+    nonce: str | None = None
+    quote_raw: bytes | None = None
+    quote: TdQuote | None = None
+    public_key_sha256: str | None = None
+    kem: str | None = None
+    dcap: DcapVerdict | None = None
+    image: Image | None = None
+
+
+def attest_boot(ctx: ServerContext, request: BootRequest) -> BootResult:
+    """Verify a boot attestation and release the image's passphrase sealed to the agent.
+
+    Raises a ServerError subclass whose ``reason`` says why the attestation was refused.
+    """
+    started = time.perf_counter()
+    now = ctx.clock()
+    attempt = _Attempt(id=str(uuid.uuid4()))
+    try:
+        result = _run_steps(ctx, request, now, attempt)
+    except ServerError as refusal:
+        _finish(ctx, request, attempt, now=now, started=started, refusal=refusal)
+        raise
+    _finish(ctx, request, attempt, now=now, started=started, refusal=None)
+    return result
+
+
+def _run_steps(
+    ctx: ServerContext, request: BootRequest, now: datetime, attempt: _Attempt
+) -> BootResult:
+    # Cheap input checks come first; the quote's contents are interpreted (REPORTDATA,
+    # attributes, measurements) only once DCAP has shown the quote is authentic.
+    nonce = _step1_nonce_from_header(request.nonce_header)
+    attempt.nonce = nonce.hex()
+    kem, public_key_raw, public_key = _step2_public_key(request, attempt)
+    raw_quote = _step3_decode_quote(request.quote)
+    attempt.quote_raw = raw_quote
+    _step4_consume_nonce(ctx, nonce, now)
+    quote = parse_td_quote(raw_quote)
+    attempt.quote = quote
+    attempt.dcap = _step5_verify_dcap(ctx, quote, now)
+    _step6_check_tcb_status(attempt.dcap, ctx.settings.allowed_tcb_statuses)
+    _step7_refuse_debug(quote)
+    image = _step8_match_image(ctx, quote)
+    attempt.image = image
+    _step9_check_report_data(quote, nonce, public_key_raw)
+    sealed = _step10_release_key(ctx, image, public_key, kem, nonce)
+    return BootResult(
+        attestation_id=attempt.id, image=image.name, verified_at=now, sealed_key=sealed
+    )
+
+
+def _step1_nonce_from_header(header: str | None) -> bytes:
+    if header is None or not header.strip():
+        raise NonceRejected(f"the {NONCE_HEADER} header is required", Reason.NONCE_MISSING)
+    try:
+        return nonce_from_hex(header.strip())
+    except ProtocolError as exc:
+        raise NonceRejected(f"{NONCE_HEADER}: {exc}", Reason.NONCE_UNKNOWN) from None
+
+
+def _step2_public_key(request: BootRequest, attempt: _Attempt) -> tuple[Kem, bytes, HpkePublicKey]:
+    try:
+        kem = parse_kem(request.kem)
+        raw = b64decode(request.public_key, "public_key", Reason.PUBLIC_KEY_INVALID)
+    except ProtocolError as exc:
+        raise RequestInvalid(str(exc), exc.reason) from None
+    attempt.kem = kem.value
+    attempt.public_key_sha256 = hashlib.sha256(raw).hexdigest()
+    return kem, raw, load_public_key(kem, raw)
+
+
+def _step3_decode_quote(text: str) -> bytes:
+    if len(text) > MAX_QUOTE_BASE64_CHARS:
+        raise RequestInvalid(
+            f"quote is larger than {MAX_QUOTE_BYTES} bytes", Reason.QUOTE_TOO_LARGE
+        )
+    try:
+        raw = b64decode(text, "quote", Reason.QUOTE_MALFORMED)
+    except ProtocolError as exc:
+        raise RequestInvalid(str(exc), exc.reason) from None
+    if len(raw) > MAX_QUOTE_BYTES:
+        raise RequestInvalid(
+            f"quote is {len(raw)} bytes, larger than {MAX_QUOTE_BYTES}", Reason.QUOTE_TOO_LARGE
+        )
+    if not raw:
+        raise RequestInvalid("quote is empty", Reason.QUOTE_MALFORMED)
+    return raw
+
+
+def _step4_consume_nonce(ctx: ServerContext, nonce: bytes, now: datetime) -> None:
+    with session_scope(ctx.sessions) as session:
+        consume_nonce(session, nonce.hex(), now)
+
+
+def _step5_verify_dcap(ctx: ServerContext, quote: TdQuote, now: datetime) -> DcapVerdict:
+    _, collateral = ctx.collateral.get(quote.fmspc, quote.ca, now)
+    with ctx.metrics.verification_latency.time():
+        return verify_dcap(quote.raw, collateral, ctx.trust_root_der, now)
+
+
+def _step6_check_tcb_status(verdict: DcapVerdict, allowed: tuple[str, ...]) -> None:
+    if verdict.tcb_status in allowed:
+        return
+    advisories = ", ".join(verdict.advisory_ids) or "none"
+    raise AttestationRefused(
+        f"TCB status {verdict.tcb_status} is not allowed (allowed: {', '.join(allowed)}; "
+        f"advisories: {advisories})",
+        Reason.TCB_STATUS_REJECTED,
+    )
+
+
+def _step7_refuse_debug(quote: TdQuote) -> None:
+    if quote.debug:
+        raise AttestationRefused(
+            f"TD attributes {quote.td_attributes.hex()} have the DEBUG bit set", Reason.DEBUG_TD
+        )
+
+
+def _step8_match_image(ctx: ServerContext, quote: TdQuote) -> Image:
+    with session_scope(ctx.sessions) as session:
+        images = list(
+            session.scalars(select(Image).where(Image.retired_at.is_(None)).order_by(Image.id))
+        )
+    return match_image(quote, images).image
+
+
+def _step9_check_report_data(quote: TdQuote, nonce: bytes, public_key: bytes) -> None:
+    try:
+        check = check_report_data(quote.report_data, nonce, public_key)
+    except ProtocolError as exc:
+        raise RequestInvalid(str(exc), exc.reason) from None
+    if not check.nonce_matches:
+        raise AttestationRefused(
+            f"REPORTDATA[0:32] is not the {NONCE_HEADER} nonce", Reason.NONCE_MISMATCH
+        )
+    if not check.public_key_matches:
+        raise AttestationRefused(
+            "REPORTDATA[32:64] is not SHA-256 of public_key", Reason.REPORT_DATA_MISMATCH
+        )
+
+
+def _step10_release_key(
+    ctx: ServerContext, image: Image, public_key: HpkePublicKey, kem: Kem, nonce: bytes
+) -> bytes:
+    passphrase = ctx.master_key.unseal(image.sealed_passphrase, image.name)
+    return seal_for_agent(passphrase, public_key, kem, nonce)
+
+
+def _finish(
+    ctx: ServerContext,
+    request: BootRequest,
+    attempt: _Attempt,
+    *,
+    now: datetime,
+    started: float,
+    refusal: ServerError | None,
+) -> None:
+    latency = time.perf_counter() - started
+    verdict = "accepted" if refusal is None else "refused"
+    reason = None if refusal is None else refusal.reason.value
+    quote = attempt.quote
+    row = BootAttestation(
+        id=attempt.id,
+        created_at=now,
+        verdict=verdict,
+        reason=reason,
+        message=None if refusal is None else refusal.message,
+        client_ip=request.client_ip,
+        nonce=attempt.nonce,
+        image_id=attempt.image.id if attempt.image is not None else None,
+        image_name=attempt.image.name if attempt.image is not None else None,
+        quote=attempt.quote_raw,
+        tcb_status=attempt.dcap.tcb_status if attempt.dcap else None,
+        advisory_ids=json.dumps(list(attempt.dcap.advisory_ids)) if attempt.dcap else None,
+        mrtd=quote.mrtd if quote else None,
+        rtmr0=quote.rtmrs[0] if quote else None,
+        rtmr1=quote.rtmrs[1] if quote else None,
+        rtmr2=quote.rtmrs[2] if quote else None,
+        rtmr3=quote.rtmrs[3] if quote else None,
+        public_key_sha256=attempt.public_key_sha256,
+        kem=attempt.kem,
+        vm_name=_vm_name(request.bookkeeping),
+        bookkeeping=json.dumps(request.bookkeeping, sort_keys=True)
+        if request.bookkeeping
+        else None,
+        latency_ms=latency * 1000,
+    )
+    with session_scope(ctx.sessions) as session:
+        session.add(row)
+    ctx.metrics.attestations.labels("boot", verdict, reason or "").inc()
+    ctx.metrics.attestation_latency.labels("boot").observe(latency)
+    log_attestation(
+        "boot",
+        verdict=verdict,
+        reason=reason,
+        image=row.image_name,
+        client_ip=request.client_ip,
+        latency_seconds=latency,
+        attestation_id=attempt.id,
+    )
+
+
+def _vm_name(bookkeeping: dict[str, Any]) -> str | None:
+    value = bookkeeping.get("vm_name")
+    return str(value)[:255] if value is not None else None
+
+
+def log_attestation(
+    kind: str,
+    *,
+    verdict: str,
+    reason: str | None,
+    image: str | None,
+    client_ip: str | None,
+    latency_seconds: float,
+    attestation_id: str | None,
+) -> None:
+    """Emit the one structured (JSON) log line of an attestation. Raises nothing."""
+    ATTESTATION_LOG.info(
+        json.dumps(
+            {
+                "event": "attestation",
+                "kind": kind,
+                "verdict": verdict,
+                "reason": reason,
+                "image": image,
+                "ip": client_ip,
+                "latency_ms": round(latency_seconds * 1000, 3),
+                "attestation_id": attestation_id,
+            },
+            sort_keys=True,
+        )
+    )
+
+
+# The steps runtime attestation shares with the boot path (server.fleet.runtime calls
+# these rather than repeating them).
+
+
+def decode_quote(text: str) -> bytes:
+    """Decode the base64 ``quote`` field (size-checked). Raises RequestInvalid."""
+    return _step3_decode_quote(text)
+
+
+def verify_quote_platform(ctx: ServerContext, quote: TdQuote, now: datetime) -> DcapVerdict:
+    """DCAP-verify ``quote``, then check its TCB status and refuse a debug TD.
+
+    Raises AttestationRefused / RequestInvalid / CollateralUnavailable as the boot path does.
+    """
+    verdict = _step5_verify_dcap(ctx, quote, now)
+    _step6_check_tcb_status(verdict, ctx.settings.allowed_tcb_statuses)
+    _step7_refuse_debug(quote)
+    return verdict

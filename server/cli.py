@@ -1,0 +1,294 @@
+"""``tdx-attest-server``: serve, migrate and administer the verifier."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from server.clock import rfc3339, system_clock
+from server.db.engine import make_engine, make_sessionmaker, session_scope
+from server.db.models import Image
+from server.errors import ServerError
+from server.fleet.admin_cli import add_miner_parser, run_miner_command
+from server.images import (
+    Profile,
+    add_image,
+    list_images,
+    normalise_measurement,
+    profile_from_quote,
+    read_quote_file,
+    retire_image,
+    rotate_passphrase,
+)
+from server.quote import RTMR_NAMES
+from server.sealing import generate_master_key_file, load_master_key
+from server.settings import Settings
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A command cannot run; the message is printed and the exit status is non-zero."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand. Raises nothing."""
+    parser = argparse.ArgumentParser(prog="tdx-attest-server", description=__doc__)
+    parser.add_argument("--config", type=Path, help="TOML settings file (TDX_ATTEST_CONFIG)")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="trust X-Forwarded-For from FORWARDED_ALLOW_IPS (behind a reverse proxy)",
+    )
+
+    commands.add_parser("migrate", help="create or upgrade the database schema")
+
+    master_key = commands.add_parser("master-key", help="master key file")
+    master_key_commands = master_key.add_subparsers(dest="master_key_command", required=True)
+    generate = master_key_commands.add_parser("generate", help="write a new key file (0600)")
+    generate.add_argument("file", type=Path)
+
+    image = commands.add_parser("image", help="approved images")
+    image_commands = image.add_subparsers(dest="image_command", required=True)
+    add = image_commands.add_parser("add", help="register an approved image")
+    add.add_argument("name")
+    add.add_argument("--from-quote", type=Path, help="take measurements from a golden VM's quote")
+    add.add_argument("--mrtd")
+    for register in RTMR_NAMES:
+        add.add_argument(f"--{register}", help=f"boot {register.upper()} (hex)")
+        add.add_argument(f"--runtime-{register}", help=f"runtime {register.upper()} (hex or 'any')")
+    add.add_argument("--mrconfigid")
+    add.add_argument("--mrowner")
+    add.add_argument(
+        "--with-config-ids",
+        action="store_true",
+        help="with --from-quote: also pin MRCONFIGID and MROWNER",
+    )
+    add.add_argument("--passphrase-file", type=Path, required=True, help="file or - for stdin")
+    listing = image_commands.add_parser("list", help="list images")
+    listing.add_argument("--all", action="store_true", help="include retired images")
+    listing.add_argument("--json", action="store_true")
+    retire = image_commands.add_parser("retire", help="stop approving an image")
+    retire.add_argument("name")
+    rotate = image_commands.add_parser("rotate-passphrase", help="replace the sealed passphrase")
+    rotate.add_argument("name")
+    rotate.add_argument("--passphrase-file", type=Path, required=True)
+
+    collateral = commands.add_parser("collateral", help="DCAP collateral cache")
+    collateral_commands = collateral.add_subparsers(dest="collateral_command", required=True)
+    do_import = collateral_commands.add_parser("import", help="import dcap-qvl collateral JSON")
+    do_import.add_argument("file", type=Path)
+    collateral_commands.add_parser("list", help="list cached collateral")
+    add_miner_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 success)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ServerError, CliError, SQLAlchemyError, OSError) as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"tdx-attest-server: {_describe(exc)}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ServerError):
+        return exc.detail()
+    if isinstance(exc, SQLAlchemyError):
+        return f"database error: {type(exc).__name__} (run 'tdx-attest-server migrate'?)"
+    if isinstance(exc, OSError):
+        return f"{exc.filename or ''}: {exc.strerror or exc}"
+    return str(exc)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "master-key":
+        generate_master_key_file(args.file)
+        print(f"wrote a new master key to {args.file} (mode 0600)")
+        return 0
+    settings = Settings.load(config_file=args.config)
+    if args.command == "serve":
+        return _serve(settings, args)
+    if args.command == "migrate":
+        from server.db.migrate import upgrade
+
+        upgrade(settings.database_url)
+        print("database is at the newest revision")
+        return 0
+    if args.command == "image":
+        return _image(settings, args)
+    if args.command == "miner":
+        return run_miner_command(settings, args, system_clock)
+    return _collateral(settings, args)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+    from server.db.migrate import upgrade
+
+    _configure_logging(settings.log_level)
+    if settings.database_url.startswith("sqlite"):
+        upgrade(settings.database_url)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=args.proxy_headers,
+        access_log=False,
+    )
+    return 0
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("tdx_attest",):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+
+
+def _read_passphrase(path: Path) -> bytes:
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    return path.read_bytes()
+
+
+def _image(settings: Settings, args: argparse.Namespace) -> int:
+    sessions = make_sessionmaker(make_engine(settings.database_url, pool_size=1))
+    now = system_clock()
+    if args.image_command == "list":
+        with session_scope(sessions) as session:
+            images = list_images(session, include_retired=args.all)
+            rows = [_image_summary(image) for image in images]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for row in rows:
+                state = "retired" if row["retired_at"] else "active"
+                print(f"{row['name']}\t{state}\tmrtd={row['mrtd']}\tcreated={row['created_at']}")
+        return 0
+    if args.image_command == "retire":
+        with session_scope(sessions) as session:
+            retire_image(session, args.name, now)
+        print(f"retired image {args.name}")
+        return 0
+    master_key = load_master_key(settings.master_key_file, dev_mode=settings.dev_mode)
+    passphrase = _read_passphrase(args.passphrase_file)
+    if args.image_command == "rotate-passphrase":
+        with session_scope(sessions) as session:
+            rotate_passphrase(session, master_key, args.name, passphrase, now)
+        print(f"rotated the passphrase of image {args.name}")
+        return 0
+    profile = _profile_from_args(args)
+    with session_scope(sessions) as session:
+        image = add_image(session, master_key, args.name, profile, passphrase=passphrase, now=now)
+        summary = _image_summary(image)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _profile_from_args(args: argparse.Namespace) -> Profile:
+    if args.from_quote is not None:
+        base = profile_from_quote(
+            read_quote_file(args.from_quote.read_bytes()), include_config=args.with_config_ids
+        )
+    else:
+        missing = [f"--{n}" for n in ("mrtd", *RTMR_NAMES) if getattr(args, n) is None]
+        if missing:
+            raise CliError(f"give --from-quote FILE or all of: {', '.join(missing)}")
+        boot = tuple(normalise_measurement(n, getattr(args, n)) for n in RTMR_NAMES)
+        base = Profile(
+            mrtd=normalise_measurement("mrtd", args.mrtd),
+            boot_rtmrs=(boot[0], boot[1], boot[2], boot[3]),
+            runtime_rtmrs=(boot[0], boot[1], boot[2], boot[3]),
+        )
+    mrtd = normalise_measurement("mrtd", args.mrtd) if args.mrtd else base.mrtd
+    boot_rtmrs = [
+        normalise_measurement(n, getattr(args, n)) if getattr(args, n) else base.boot_rtmrs[i]
+        for i, n in enumerate(RTMR_NAMES)
+    ]
+    runtime_rtmrs = [
+        normalise_measurement(f"runtime {n}", value, allow_any=True)
+        if (value := getattr(args, f"runtime_{n}"))
+        else boot_rtmrs[i]
+        for i, n in enumerate(RTMR_NAMES)
+    ]
+    return Profile(
+        mrtd=mrtd,
+        boot_rtmrs=(boot_rtmrs[0], boot_rtmrs[1], boot_rtmrs[2], boot_rtmrs[3]),
+        runtime_rtmrs=(runtime_rtmrs[0], runtime_rtmrs[1], runtime_rtmrs[2], runtime_rtmrs[3]),
+        mrconfigid=normalise_measurement("mrconfigid", args.mrconfigid)
+        if args.mrconfigid
+        else base.mrconfigid,
+        mrowner=normalise_measurement("mrowner", args.mrowner) if args.mrowner else base.mrowner,
+    )
+
+
+def _image_summary(image: Image) -> dict[str, str | None]:
+    summary: dict[str, str | None] = {
+        "name": image.name,
+        "mrtd": image.mrtd,
+        "mrconfigid": image.mrconfigid,
+        "mrowner": image.mrowner,
+        "created_at": rfc3339(image.created_at),
+        "retired_at": rfc3339(image.retired_at) if image.retired_at else None,
+    }
+    for index, register in enumerate(RTMR_NAMES):
+        summary[f"boot_{register}"] = getattr(image, f"boot_rtmr{index}")
+        summary[f"runtime_{register}"] = getattr(image, f"runtime_rtmr{index}")
+    return summary
+
+
+def _collateral(settings: Settings, args: argparse.Namespace) -> int:
+    from server.collateral_cache import import_collateral
+    from server.db.models import CollateralCacheEntry
+
+    sessions = make_sessionmaker(make_engine(settings.database_url, pool_size=1))
+    now = system_clock()
+    if args.collateral_command == "import":
+        collateral = import_collateral(sessions, args.file.read_text(encoding="utf-8"), now)
+        state = "valid now" if collateral.valid_at(now) else "NOT valid now"
+        print(
+            f"imported collateral for FMSPC {collateral.fmspc} ({collateral.ca} CA), "
+            f"valid {rfc3339(collateral.issued_at)} to {rfc3339(collateral.next_update)} ({state})"
+        )
+        return 0
+    from sqlalchemy import select
+
+    with session_scope(sessions) as session:
+        for entry in session.scalars(select(CollateralCacheEntry)):
+            print(
+                f"{entry.fmspc}\t{entry.ca}\t{entry.source}\t"
+                f"{rfc3339(entry.issued_at)}\t{rfc3339(entry.next_update)}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""What a running server holds: settings, clock, database, keys, caches, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.clock import Clock
+from server.collateral import CollateralFetcher, PcsCollateralFetcher
+from server.collateral_cache import CollateralCache
+from server.db.engine import make_engine, make_sessionmaker
+from server.errors import ConfigurationError
+from server.metrics import Metrics
+from server.sealing import MasterKey, load_master_key
+from server.settings import Settings
+
+
+@dataclass(slots=True)
+class ServerContext:
+    """Shared, long-lived state of one server process (injected into request handlers)."""
+
+    settings: Settings
+    clock: Clock
+    engine: Engine
+    sessions: sessionmaker[Session]
+    master_key: MasterKey
+    trust_root_der: bytes | None
+    collateral: CollateralCache
+    metrics: Metrics
+    last_nonce_purge: datetime | None = None
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        clock: Clock,
+        collateral_fetcher: CollateralFetcher | None = None,
+        engine: Engine | None = None,
+    ) -> ServerContext:
+        """Open the database and load keys and the trust root. Raises ConfigurationError."""
+        engine = engine or make_engine(settings.database_url)
+        sessions = make_sessionmaker(engine)
+        fetcher = collateral_fetcher or PcsCollateralFetcher(
+            settings.pccs_url, timeout=settings.collateral_fetch_timeout_seconds
+        )
+        return cls(
+            settings=settings,
+            clock=clock,
+            engine=engine,
+            sessions=sessions,
+            master_key=load_master_key(settings.master_key_file, dev_mode=settings.dev_mode),
+            trust_root_der=load_trust_root(settings.trust_root),
+            collateral=CollateralCache(
+                sessions,
+                fetcher,
+                refresh_margin=timedelta(seconds=settings.collateral_refresh_margin_seconds),
+                retry_after_seconds=settings.collateral_retry_after_seconds,
+            ),
+            metrics=Metrics(),
+        )
+
+
+def load_trust_root(path: Path | None) -> bytes | None:
+    """The trust root certificate as DER (read from DER or PEM); None means Intel's root.
+
+    Raises ConfigurationError when the file is unreadable or not a certificate.
+    """
+    if path is None:
+        return None
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read trust root {path}: {exc.strerror}") from None
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            return x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
+        x509.load_der_x509_certificate(data)
+        return data
+    except ValueError:
+        raise ConfigurationError(f"trust root {path} is not a DER or PEM certificate") from None

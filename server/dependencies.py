@@ -1,0 +1,28 @@
+"""FastAPI dependencies: the server context, a database session, the caller's address."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import Request
+from sqlalchemy.orm import Session
+
+from server.context import ServerContext
+from server.db.engine import session_scope
+
+
+def get_context(request: Request) -> ServerContext:
+    """The running server's context. Raises nothing."""
+    ctx: ServerContext = request.app.state.ctx
+    return ctx
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session committed when the handler returns, rolled back if it raises."""
+    with session_scope(get_context(request).sessions) as session:
+        yield session
+
+
+def client_ip(request: Request) -> str | None:
+    """The peer address of the request (uvicorn applies trusted proxy headers). Raises nothing."""
+    return request.client.host if request.client is not None else None

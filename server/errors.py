@@ -1,0 +1,107 @@
+"""The server's error hierarchy: every refusal carries a stable reason and an HTTP status."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from agent.protocol import Reason
+
+
+class ServerError(Exception):
+    """Root of the server's deliberate errors: a stable ``reason`` and a client-safe message."""
+
+    status_code: ClassVar[int] = 500
+    default_reason: ClassVar[Reason] = Reason.INTERNAL_ERROR
+
+    def __init__(self, message: str, reason: Reason | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason if reason is not None else self.default_reason
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra HTTP headers that go with the refusal (Retry-After, ...)."""
+        return {}
+
+    def detail(self) -> str:
+        """The one-line ``"<reason>: <message>"`` form used in bodies and console lines."""
+        return f"{self.reason.value}: {self.message}"
+
+
+class ConfigurationError(ServerError):
+    """The server's settings or files are unusable (raised at start-up, before serving)."""
+
+
+class RequestInvalid(ServerError):
+    """Malformed input: 422."""
+
+    status_code = 422
+    default_reason = Reason.REQUEST_INVALID
+
+
+class NonceRejected(ServerError):
+    """The nonce is missing, unknown, expired or already used: 401."""
+
+    status_code = 401
+    default_reason = Reason.NONCE_UNKNOWN
+
+
+class Unauthenticated(ServerError):
+    """The caller did not prove who it is: 401."""
+
+    status_code = 401
+    default_reason = Reason.UNAUTHENTICATED
+
+
+class AttestationRefused(ServerError):
+    """A verdict against the evidence (quote, measurements, REPORTDATA): 403."""
+
+    status_code = 403
+    default_reason = Reason.FORBIDDEN
+
+
+class Forbidden(ServerError):
+    """The caller may not do this: 403."""
+
+    status_code = 403
+    default_reason = Reason.FORBIDDEN
+
+
+class NotFound(ServerError):
+    """The named thing does not exist: 404."""
+
+    status_code = 404
+    default_reason = Reason.NOT_FOUND
+
+
+class Conflict(ServerError):
+    """The request conflicts with the current state: 409."""
+
+    status_code = 409
+    default_reason = Reason.CONFLICT
+
+
+class RetryLater(ServerError):
+    """A refusal the client may retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int, reason: Reason | None = None) -> None:
+        super().__init__(message, reason)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class RateLimited(RetryLater):
+    """Too many requests: 429."""
+
+    status_code = 429
+    default_reason = Reason.RATE_LIMITED
+
+
+class CollateralUnavailable(RetryLater):
+    """No valid (unexpired) collateral can be had for the quote's platform: 503."""
+
+    status_code = 503
+    default_reason = Reason.COLLATERAL_UNAVAILABLE

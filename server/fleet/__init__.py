@@ -1,0 +1,1 @@
+"""The fleet side: miners, the server registry, runtime attestation and its status."""

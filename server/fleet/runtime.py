@@ -1,0 +1,245 @@
+"""Runtime attestation: numbered steps from request to verdict, every attempt recorded.
+
+The quote is verified exactly as at boot (the boot path's pipeline is called, not
+copied) and then matched against the runtime measurement set of the image the server
+booted with. The nonce comes from REPORTDATA[0:32] and must have been issued for this
+server; REPORTDATA[32:64] carries no meaning at runtime.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from agent.protocol import NONCE_BYTES, Reason
+from server.boot_attestation import decode_quote, log_attestation, verify_quote_platform
+from server.context import ServerContext
+from server.db.engine import session_scope
+from server.db.fleet import RuntimeAttestation, Server
+from server.db.models import Image, Nonce
+from server.dcap import DcapVerdict
+from server.errors import AttestationRefused, Forbidden, ServerError
+from server.fleet.registry import get_server, runtime_nonce_scope
+from server.nonces import consume_nonce, issue_nonce
+from server.policy import differing_registers, runtime_profile
+from server.quote import TdQuote, parse_td_quote
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeNonce:
+    """A runtime nonce issued for one server."""
+
+    nonce: str
+    expires_at: datetime
+    server_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeResult:
+    """An accepted runtime attestation."""
+
+    attestation_id: str
+    verified_at: datetime
+    image: str
+
+
+@dataclass(slots=True)
+class _Attempt:
+    id: str
+    nonce: str | None = None
+    quote_raw: bytes | None = None
+    quote: TdQuote | None = None
+    dcap: DcapVerdict | None = None
+    image: str | None = None
+
+
+def issue_runtime_nonce(
+    ctx: ServerContext, miner: str, server_id: str, client_ip: str | None
+) -> RuntimeNonce:
+    """A single-use nonce bound to the miner's server. Raises NotFound for another's server."""
+    now = ctx.clock()
+    with session_scope(ctx.sessions) as session:
+        get_server(session, miner, server_id)
+        row = issue_nonce(
+            session,
+            now,
+            ctx.settings.nonce_ttl_seconds,
+            client_ip,
+            scope=runtime_nonce_scope(server_id),
+        )
+    ctx.metrics.nonces_issued.labels("runtime").inc()
+    return RuntimeNonce(nonce=row.nonce, expires_at=row.expires_at, server_id=server_id)
+
+
+def attest_runtime(
+    ctx: ServerContext, miner: str, server_id: str, quote_text: str, client_ip: str | None
+) -> RuntimeResult:
+    """Verify a runtime quote of the miner's server; record the attempt either way.
+
+    Raises NotFound for a server that is not the miner's (nothing recorded), and a
+    ServerError subclass whose ``reason`` says why the attestation was refused.
+    """
+    started = time.perf_counter()
+    now = ctx.clock()
+    with session_scope(ctx.sessions) as session:
+        server = get_server(session, miner, server_id)
+    attempt = _Attempt(id=str(uuid.uuid4()))
+    try:
+        result = _run_steps(
+            ctx, server, quote_text=quote_text, client_ip=client_ip, now=now, attempt=attempt
+        )
+    except ServerError as refusal:
+        _finish(
+            ctx,
+            server,
+            client_ip=client_ip,
+            attempt=attempt,
+            now=now,
+            started=started,
+            refusal=refusal,
+        )
+        raise
+    _finish(
+        ctx, server, client_ip=client_ip, attempt=attempt, now=now, started=started, refusal=None
+    )
+    return result
+
+
+def _run_steps(
+    ctx: ServerContext,
+    server: Server,
+    *,
+    quote_text: str,
+    client_ip: str | None,
+    now: datetime,
+    attempt: _Attempt,
+) -> RuntimeResult:
+    _step1_check_caller(server, client_ip, ctx.settings.runtime_attestation_require_host_ip)
+    attempt.quote_raw = decode_quote(quote_text)
+    quote = parse_td_quote(attempt.quote_raw)
+    attempt.quote = quote
+    attempt.nonce = quote.report_data[:NONCE_BYTES].hex()
+    _step2_consume_server_nonce(ctx, server.id, attempt.nonce, now)
+    attempt.dcap = verify_quote_platform(ctx, quote, now)
+    image = _step3_booted_image(ctx, server)
+    attempt.image = image.name
+    _step4_match_runtime_measurements(quote, image)
+    return RuntimeResult(attestation_id=attempt.id, verified_at=now, image=image.name)
+
+
+def _step1_check_caller(server: Server, client_ip: str | None, required: bool) -> None:
+    if not required:
+        return
+    if client_ip is None or not _same_address(client_ip, server.host):
+        raise Forbidden(
+            f"runtime attestation of server {server.id} must come from its host "
+            f"{server.host}, not {client_ip or 'an unknown address'}"
+        )
+
+
+def _same_address(left: str, right: str) -> bool:
+    try:
+        a, b = ipaddress.ip_address(left), ipaddress.ip_address(right)
+    except ValueError:
+        return False
+    # An IPv4 peer seen through a dual-stack socket arrives as ::ffff:a.b.c.d.
+    a = getattr(a, "ipv4_mapped", None) or a
+    b = getattr(b, "ipv4_mapped", None) or b
+    return a == b
+
+
+def _step2_consume_server_nonce(
+    ctx: ServerContext, server_id: str, nonce: str, now: datetime
+) -> None:
+    scope = runtime_nonce_scope(server_id)
+    with session_scope(ctx.sessions) as session:
+        issued_for = session.scalar(select(Nonce.scope).where(Nonce.nonce == nonce))
+        if issued_for is not None and issued_for != scope:
+            raise AttestationRefused(
+                f"the nonce in REPORTDATA[0:32] was not issued for server {server_id}",
+                Reason.NONCE_MISMATCH,
+            )
+        consume_nonce(session, nonce, now, scope=scope)
+
+
+def _step3_booted_image(ctx: ServerContext, server: Server) -> Image:
+    image = None
+    if server.image_id is not None:
+        with session_scope(ctx.sessions) as session:
+            image = session.get(Image, server.image_id)
+    if image is None or image.retired_at is not None:
+        raise AttestationRefused(
+            f"server {server.id} has no approved boot image on record "
+            f"({server.image_name or 'none'}); it cannot be matched at runtime",
+            Reason.NO_IMAGE_REGISTERED,
+        )
+    return image
+
+
+def _step4_match_runtime_measurements(quote: TdQuote, image: Image) -> None:
+    differing = differing_registers(quote, runtime_profile(image))
+    if differing:
+        verb = "differs" if len(differing) == 1 else "differ"
+        raise AttestationRefused(
+            f"{', '.join(differing)} {verb} from the runtime measurements of image {image.name}",
+            Reason.MEASUREMENT_MISMATCH,
+        )
+
+
+def _finish(
+    ctx: ServerContext,
+    server: Server,
+    *,
+    client_ip: str | None,
+    attempt: _Attempt,
+    now: datetime,
+    started: float,
+    refusal: ServerError | None,
+) -> None:
+    latency = time.perf_counter() - started
+    quote = attempt.quote
+    row = RuntimeAttestation(
+        id=attempt.id,
+        server_id=server.id,
+        miner_hotkey=server.miner_hotkey,
+        created_at=now,
+        verified=refusal is None,
+        verified_at=now if refusal is None else None,
+        reason=None if refusal is None else refusal.reason.value,
+        message=None if refusal is None else refusal.message,
+        client_ip=client_ip,
+        nonce=attempt.nonce,
+        image_name=attempt.image or server.image_name,
+        tcb_status=attempt.dcap.tcb_status if attempt.dcap else None,
+        mrtd=quote.mrtd if quote else None,
+        rtmr0=quote.rtmrs[0] if quote else None,
+        rtmr1=quote.rtmrs[1] if quote else None,
+        rtmr2=quote.rtmrs[2] if quote else None,
+        rtmr3=quote.rtmrs[3] if quote else None,
+        quote=attempt.quote_raw,
+    )
+    with session_scope(ctx.sessions) as session:
+        session.add(row)
+    verdict = "accepted" if refusal is None else "refused"
+    reason = None if refusal is None else refusal.reason.value
+    ctx.metrics.attestations.labels("runtime", verdict, reason or "").inc()
+    ctx.metrics.attestation_latency.labels("runtime").observe(latency)
+    log_attestation(
+        "runtime",
+        verdict=verdict,
+        reason=reason,
+        image=row.image_name,
+        client_ip=client_ip,
+        latency_seconds=latency,
+        attestation_id=attempt.id,
+    )
+
+
+def stale_interval(ctx: ServerContext) -> timedelta:
+    """How old the last success may be before the status is ``stale``. Raises nothing."""
+    return timedelta(seconds=ctx.settings.runtime_attestation_stale_seconds)

@@ -1,0 +1,185 @@
+"""Request and response bodies of the fleet endpoints (the OpenAPI document is built from these)."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+
+# k8s node uids are UUIDs; ids stay short and path-safe, and never shadow a fixed route.
+SERVER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+SERVER_ID_MAX_CHARS = 100
+RESERVED_SERVER_IDS = frozenset({"nonce", "boot"})
+MAX_GPUS_PER_SERVER = 64
+
+ServerId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=SERVER_ID_MAX_CHARS, pattern=SERVER_ID_PATTERN),
+]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+GpuUuid = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+AttestationStatus = Literal["never_attested", "verified", "failed", "stale"]
+
+
+class NodeArgs(BaseModel):
+    """One GPU of the server, as the miner reports it."""
+
+    uuid: GpuUuid = Field(description="GPU UUID (unique across every registered server)")
+    name: ShortText = Field(description="GPU model name")
+    memory: int = Field(gt=0, le=2**50, description="Memory in bytes")
+    clock_rate: float = Field(gt=0, le=1e12, description="Clock rate (MHz or Hz)")
+    device_index: int = Field(ge=0, lt=1024, description="CUDA device index")
+    major: int | None = Field(default=None, ge=0, lt=1000)
+    minor: int | None = Field(default=None, ge=0, lt=1000)
+    processors: int | None = Field(default=None, ge=0, lt=10**6)
+    sxm: bool | None = None
+    max_threads_per_processor: int | None = Field(default=None, ge=0, lt=10**6)
+    concurrent_kernels: bool | None = None
+    ecc: bool | None = None
+
+    @field_validator("clock_rate")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+
+class ServerArgs(BaseModel):
+    """Body of POST /servers/."""
+
+    id: ServerId = Field(description="Server ID, should come from the k8s node uid.")
+    host: str = Field(
+        min_length=1,
+        max_length=64,
+        description="IP address of the server (its boot attestations came from it)",
+    )
+    name: ShortText | None = Field(default=None, description="Display name (defaults to id)")
+    gpus: list[NodeArgs] = Field(
+        min_length=1, max_length=MAX_GPUS_PER_SERVER, description="GPU info for this server"
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.lower() in RESERVED_SERVER_IDS:
+            raise ValueError(f"{value!r} is reserved")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValueError("must be an IPv4 or IPv6 address") from None
+
+    @model_validator(mode="after")
+    def _distinct_gpus(self) -> ServerArgs:
+        uuids = [gpu.uuid for gpu in self.gpus]
+        if len(set(uuids)) != len(uuids):
+            raise ValueError("gpus: each GPU uuid may appear once")
+        indexes = [gpu.device_index for gpu in self.gpus]
+        if len(set(indexes)) != len(indexes):
+            raise ValueError("gpus: each device_index may appear once")
+        return self
+
+
+class GpuOut(BaseModel):
+    """A registered GPU."""
+
+    uuid: str
+    name: str
+    memory: int
+    clock_rate: float
+    device_index: int
+    major: int | None = None
+    minor: int | None = None
+    processors: int | None = None
+    sxm: bool | None = None
+    max_threads_per_processor: int | None = None
+    concurrent_kernels: bool | None = None
+    ecc: bool | None = None
+
+
+class BootAttestationRef(BaseModel):
+    """The boot attestation a server was registered with."""
+
+    attestation_id: str
+    verified_at: str = Field(description="RFC 3339 UTC")
+    image: str | None
+    client_ip: str | None
+
+
+class ServerOut(BaseModel):
+    """A registered server."""
+
+    server_id: str
+    name: str
+    host: str
+    miner_hotkey: str
+    created_at: str = Field(description="RFC 3339 UTC")
+    image: str | None = Field(
+        description="Image the server booted with (from its boot attestation)"
+    )
+    boot_attestation: BootAttestationRef | None
+    gpus: list[GpuOut]
+
+
+class ServerDeleted(BaseModel):
+    """Result of DELETE /servers/{server_id}."""
+
+    server_id: str
+    deleted: bool
+    runtime_attestations_kept: int = Field(description="Audit rows kept, marked as deleted")
+
+
+class RuntimeNonceResponse(BaseModel):
+    """A single-use runtime nonce bound to one server."""
+
+    nonce: str = Field(description="64 lowercase hex characters; put it in REPORTDATA[0:32]")
+    expires_at: str = Field(description="RFC 3339 UTC")
+    server_id: str
+
+
+class RuntimeAttestationArgs(BaseModel):
+    """Body of POST /servers/{server_id}/attestation."""
+
+    quote: str = Field(description="Base64 encoded TDX quote")
+
+
+class RuntimeAttestationResponse(BaseModel):
+    """An accepted runtime attestation."""
+
+    attestation_id: str
+    verified_at: str = Field(description="RFC 3339 UTC")
+    status: Literal["verified"]
+    image: str
+
+
+class AttestationOut(BaseModel):
+    """One runtime attestation attempt."""
+
+    attestation_id: str
+    verified: bool
+    created_at: str = Field(description="RFC 3339 UTC")
+    verified_at: str | None
+    reason: str | None
+    message: str | None
+
+
+class AttestationStatusResponse(BaseModel):
+    """Current runtime attestation status of a server."""
+
+    server_id: str
+    name: str
+    attestation_status: AttestationStatus = Field(
+        description="never_attested, verified, failed, or stale (last success too old)"
+    )
+    last_attestation: AttestationOut | None
+    last_verified_at: str | None
+    stale_after_seconds: int
+    image: str | None
+    boot_attestation: BootAttestationRef | None

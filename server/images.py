@@ -1,0 +1,160 @@
+"""Image administration: register, list, retire, rotate the sealed passphrase."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.db.models import ANY_MEASUREMENT, Image
+from server.errors import Conflict, NotFound, RequestInvalid, ServerError
+from server.quote import RTMR_NAMES, TdQuote, parse_td_quote
+from server.sealing import MasterKey
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
+MEASUREMENT_PATTERN = re.compile(r"^[0-9a-f]{96}$")
+MIN_PASSPHRASE_BYTES = 1
+MAX_PASSPHRASE_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """An image's measurement values as lowercase hex (runtime RTMRs may be ``any``)."""
+
+    mrtd: str
+    boot_rtmrs: tuple[str, str, str, str]
+    runtime_rtmrs: tuple[str, str, str, str]
+    mrconfigid: str | None = None
+    mrowner: str | None = None
+
+
+def normalise_measurement(name: str, value: str, *, allow_any: bool = False) -> str:
+    """Lowercase 96-hex-character register value (or ``any``); raises RequestInvalid."""
+    text = value.strip().lower().removeprefix("0x")
+    if allow_any and text == ANY_MEASUREMENT:
+        return ANY_MEASUREMENT
+    if not MEASUREMENT_PATTERN.fullmatch(text):
+        raise RequestInvalid(f"{name} must be 48 bytes as 96 hex characters")
+    return text
+
+
+def profile_from_quote(quote: TdQuote, *, include_config: bool = False) -> Profile:
+    """A profile equal to the quote's measurements (a golden VM's quote). Raises nothing."""
+    return Profile(
+        mrtd=quote.mrtd,
+        boot_rtmrs=quote.rtmrs,
+        runtime_rtmrs=quote.rtmrs,
+        mrconfigid=quote.mrconfigid if include_config else None,
+        mrowner=quote.mrowner if include_config else None,
+    )
+
+
+def read_quote_file(data: bytes) -> TdQuote:
+    """Parse a quote stored as raw bytes, hex text (optionally ``0x``) or base64 text.
+
+    Raises RequestInvalid / AttestationRefused when it is not a TDX quote.
+    """
+    candidates = [data]
+    text = data.strip()
+    try:
+        ascii_text = text.decode("ascii")
+    except UnicodeDecodeError:
+        ascii_text = ""
+    if ascii_text:
+        hex_text = ascii_text.removeprefix("0x")
+        with contextlib.suppress(ValueError):
+            candidates.insert(0, bytes.fromhex(hex_text))
+        with contextlib.suppress(binascii.Error, ValueError):
+            candidates.insert(0, base64.b64decode(ascii_text, validate=True))
+    first_error: ServerError | None = None
+    for candidate in candidates:
+        try:
+            return parse_td_quote(candidate)
+        except ServerError as exc:
+            first_error = first_error or exc
+    raise first_error or RequestInvalid("quote file is empty")
+
+
+def check_passphrase(passphrase: bytes) -> bytes:
+    """The passphrase as stored: one trailing newline removed; raises RequestInvalid if empty."""
+    value = passphrase[:-1] if passphrase.endswith(b"\n") else passphrase
+    if not MIN_PASSPHRASE_BYTES <= len(value) <= MAX_PASSPHRASE_BYTES:
+        raise RequestInvalid(
+            f"passphrase must be {MIN_PASSPHRASE_BYTES} to {MAX_PASSPHRASE_BYTES} bytes"
+        )
+    return value
+
+
+def add_image(
+    session: Session,
+    master_key: MasterKey,
+    name: str,
+    profile: Profile,
+    *,
+    passphrase: bytes,
+    now: datetime,
+) -> Image:
+    """Register an image. Raises RequestInvalid for a bad name, Conflict if it exists."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise RequestInvalid(f"image name {name!r} is not allowed (letters, digits, ._:@+-)")
+    if session.scalar(select(Image.id).where(Image.name == name)) is not None:
+        raise Conflict(f"an image named {name!r} exists (retired names are not reused)")
+    image = Image(
+        name=name,
+        mrtd=profile.mrtd,
+        **{f"boot_{reg}": value for reg, value in zip(RTMR_NAMES, profile.boot_rtmrs, strict=True)},
+        **{
+            f"runtime_{reg}": value
+            for reg, value in zip(RTMR_NAMES, profile.runtime_rtmrs, strict=True)
+        },
+        mrconfigid=profile.mrconfigid,
+        mrowner=profile.mrowner,
+        sealed_passphrase=master_key.seal(check_passphrase(passphrase), name),
+        created_at=now,
+    )
+    session.add(image)
+    session.flush()
+    return image
+
+
+def get_image(session: Session, name: str) -> Image:
+    """The image called ``name``; raises NotFound."""
+    image = session.scalar(select(Image).where(Image.name == name))
+    if image is None:
+        raise NotFound(f"no image named {name!r}")
+    return image
+
+
+def list_images(session: Session, *, include_retired: bool = False) -> list[Image]:
+    """Images ordered by name (active only unless ``include_retired``). Raises SQLAlchemy errors."""
+    query = select(Image).order_by(Image.name)
+    if not include_retired:
+        query = query.where(Image.retired_at.is_(None))
+    return list(session.scalars(query))
+
+
+def retire_image(session: Session, name: str, now: datetime) -> Image:
+    """Stop approving an image (its rows stay for audit); raises NotFound or Conflict."""
+    image = get_image(session, name)
+    if image.retired_at is not None:
+        raise Conflict(f"image {name!r} is already retired")
+    image.retired_at = now
+    return image
+
+
+def rotate_passphrase(
+    session: Session, master_key: MasterKey, name: str, passphrase: bytes, now: datetime
+) -> Image:
+    """Replace the image's sealed passphrase; raises NotFound, Conflict or RequestInvalid."""
+    image = get_image(session, name)
+    if image.retired_at is not None:
+        raise Conflict(f"image {name!r} is retired")
+    image.sealed_passphrase = master_key.seal(check_passphrase(passphrase), name)
+    image.passphrase_rotated_at = now
+    return image

@@ -1,0 +1,82 @@
+"""Single-use nonces: issue, consume atomically (any replica, any database), purge."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from agent.protocol import NONCE_BYTES, Reason
+from server.db.models import Nonce
+from server.errors import NonceRejected
+
+BOOT_SCOPE = "boot"
+# Consumed and expired rows are kept this long, so a late retry hears "expired" or
+# "used" rather than "unknown", then purged.
+PURGE_GRACE = timedelta(hours=1)
+
+
+def issue_nonce(
+    session: Session,
+    now: datetime,
+    ttl_seconds: int,
+    client_ip: str | None,
+    scope: str = BOOT_SCOPE,
+) -> Nonce:
+    """Store and return a fresh nonce valid for ``ttl_seconds``. Raises SQLAlchemy errors."""
+    nonce = Nonce(
+        nonce=secrets.token_bytes(NONCE_BYTES).hex(),
+        scope=scope,
+        created_at=now,
+        expires_at=now + timedelta(seconds=ttl_seconds),
+        consumed_at=None,
+        client_ip=client_ip,
+    )
+    session.add(nonce)
+    session.flush()
+    return nonce
+
+
+def consume_nonce(session: Session, nonce_hex: str, now: datetime, scope: str = BOOT_SCOPE) -> None:
+    """Mark the nonce used; exactly one caller can ever succeed for a given nonce.
+
+    The single conditional UPDATE is the atomic step on both SQLite and PostgreSQL: the
+    row lock (or SQLite's write lock) makes concurrent consumers see it already used.
+    Raises NonceRejected with nonce_unknown, nonce_expired or nonce_used.
+    """
+    claimed = session.execute(
+        update(Nonce)
+        .where(
+            Nonce.nonce == nonce_hex,
+            Nonce.scope == scope,
+            Nonce.consumed_at.is_(None),
+            Nonce.expires_at > now,
+        )
+        .values(consumed_at=now)
+        .returning(Nonce.nonce)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if claimed is not None:
+        return
+    row = session.execute(
+        select(Nonce.expires_at, Nonce.consumed_at).where(
+            Nonce.nonce == nonce_hex, Nonce.scope == scope
+        )
+    ).first()
+    if row is None:
+        raise NonceRejected("nonce was not issued by this server", Reason.NONCE_UNKNOWN)
+    if row.consumed_at is not None:
+        raise NonceRejected("nonce has already been used", Reason.NONCE_USED)
+    raise NonceRejected("nonce has expired; request a new one", Reason.NONCE_EXPIRED)
+
+
+def purge_nonces(session: Session, now: datetime) -> int:
+    """Delete nonces expired over PURGE_GRACE ago; return the count. Raises SQLAlchemy errors."""
+    result = session.execute(
+        delete(Nonce)
+        .where(Nonce.expires_at < now - PURGE_GRACE)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,103 @@
+"""Quote bytes -> the fields the policy needs (no I/O, no verification)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dcap_qvl
+
+from agent.protocol import Reason
+from server.errors import AttestationRefused, RequestInvalid
+
+TDX_TEE_TYPE = 0x81
+SUPPORTED_VERSIONS = frozenset({4, 5})
+TD_ATTRIBUTES_DEBUG_BIT = 0x01
+QUOTE_HEADER_BYTES = 48
+RTMR_NAMES = ("rtmr0", "rtmr1", "rtmr2", "rtmr3")
+
+
+@dataclass(frozen=True, slots=True)
+class TdQuote:
+    """The parsed parts of a TDX quote that verification and policy look at (hex lowercase)."""
+
+    raw: bytes
+    version: int
+    fmspc: str
+    ca: str
+    mrtd: str
+    rtmrs: tuple[str, str, str, str]
+    mrconfigid: str
+    mrowner: str
+    td_attributes: bytes
+    report_data: bytes
+
+    @property
+    def debug(self) -> bool:
+        """True when TDATTRIBUTES.DEBUG (bit 0) is set: the host can read the TD's memory."""
+        return bool(self.td_attributes[0] & TD_ATTRIBUTES_DEBUG_BIT)
+
+    def measurements(self) -> dict[str, str]:
+        """Register name -> hex value, for matching and audit."""
+        return {"mrtd": self.mrtd, **dict(zip(RTMR_NAMES, self.rtmrs, strict=True))}
+
+
+def parse_td_quote(raw: bytes) -> TdQuote:
+    """Parse ``raw`` as a TDX quote (version 4 or 5).
+
+    Raises RequestInvalid(quote_malformed) when the bytes are not a quote,
+    AttestationRefused(not_tdx) for an SGX quote and
+    AttestationRefused(quote_version_unsupported) for another version.
+    """
+    if len(raw) < QUOTE_HEADER_BYTES:
+        raise RequestInvalid(
+            f"quote is {len(raw)} bytes, shorter than a quote header", Reason.QUOTE_MALFORMED
+        )
+    version = int.from_bytes(raw[0:2], "little")
+    tee_type = int.from_bytes(raw[4:8], "little")
+    if tee_type != TDX_TEE_TYPE:
+        raise AttestationRefused(
+            f"quote has TEE type {tee_type:#x}, not TDX ({TDX_TEE_TYPE:#x})", Reason.NOT_TDX
+        )
+    if version not in SUPPORTED_VERSIONS:
+        raise AttestationRefused(
+            f"quote version {version} is not supported (supported: 4, 5)",
+            Reason.QUOTE_VERSION_UNSUPPORTED,
+        )
+    try:
+        parsed = dcap_qvl.parse_quote(raw)
+        report = parsed.report
+        fmspc = parsed.fmspc().lower()
+        ca = parsed.ca()
+        fields = (
+            report.mr_td,
+            report.rt_mr0,
+            report.rt_mr1,
+            report.rt_mr2,
+            report.rt_mr3,
+            report.mr_config_id,
+            report.mr_owner,
+            report.td_attributes,
+            report.report_data,
+        )
+    except (ValueError, AttributeError) as exc:
+        raise RequestInvalid(
+            f"quote cannot be parsed: {_first_line(exc)}", Reason.QUOTE_MALFORMED
+        ) from None
+    mrtd, r0, r1, r2, r3, mrconfigid, mrowner, attributes, report_data = fields
+    return TdQuote(
+        raw=raw,
+        version=version,
+        fmspc=fmspc,
+        ca=ca,
+        mrtd=mrtd.hex(),
+        rtmrs=(r0.hex(), r1.hex(), r2.hex(), r3.hex()),
+        mrconfigid=mrconfigid.hex(),
+        mrowner=mrowner.hex(),
+        td_attributes=bytes(attributes),
+        report_data=bytes(report_data),
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -1,0 +1,100 @@
+"""Boot path: GET /servers/nonce and POST /servers/boot/attestation (no authentication)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header
+from fastapi.concurrency import run_in_threadpool
+
+from agent.protocol import BOOT_ATTESTATION_PATH, NONCE_HEADER, NONCE_PATH, b64encode
+from server.boot_attestation import BootRequest, attest_boot
+from server.clock import rfc3339
+from server.context import ServerContext
+from server.db.engine import session_scope
+from server.dependencies import client_ip, get_context
+from server.nonces import issue_nonce, purge_nonces
+from server.schemas import (
+    BootAttestationRequest,
+    BootAttestationResponse,
+    ErrorResponse,
+    NonceResponse,
+)
+
+router = APIRouter(tags=["boot"])
+
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        401: "Nonce missing, unknown, expired or already used",
+        403: "Attestation refused (reason says why)",
+        422: "Validation Error",
+        503: "No valid collateral (retry after Retry-After seconds)",
+    }.items()
+}
+
+
+@router.get(
+    NONCE_PATH,
+    response_model=NonceResponse,
+    summary="Get Nonce",
+    description="Generate a nonce for boot attestation. No authentication required.",
+)
+def get_nonce(
+    ctx: Annotated[ServerContext, Depends(get_context)],
+    ip: Annotated[str | None, Depends(client_ip)],
+) -> NonceResponse:
+    """Issue a single-use nonce. Raises SQLAlchemy errors (a 500) only if the database fails."""
+    now = ctx.clock()
+    with session_scope(ctx.sessions) as session:
+        nonce = issue_nonce(session, now, ctx.settings.nonce_ttl_seconds, ip)
+        if _purge_due(ctx, now):
+            purge_nonces(session, now)
+            ctx.last_nonce_purge = now
+    ctx.metrics.nonces_issued.labels("boot").inc()
+    return NonceResponse(nonce=nonce.nonce, expires_at=rfc3339(nonce.expires_at))
+
+
+def _purge_due(ctx: ServerContext, now: datetime) -> bool:
+    last = ctx.last_nonce_purge
+    return last is None or now - last >= timedelta(
+        seconds=ctx.settings.nonce_purge_interval_seconds
+    )
+
+
+@router.post(
+    BOOT_ATTESTATION_PATH,
+    response_model=BootAttestationResponse,
+    responses=REFUSALS,
+    summary="Verify Boot Attestation",
+    description="Verify boot attestation and return the LUKS passphrase sealed to the "
+    "agent's one-time HPKE key.",
+)
+async def post_boot_attestation(
+    body: BootAttestationRequest,
+    ctx: Annotated[ServerContext, Depends(get_context)],
+    ip: Annotated[str | None, Depends(client_ip)],
+    x_chutes_nonce: Annotated[str | None, Header(alias=NONCE_HEADER)] = None,
+) -> BootAttestationResponse:
+    """Verify the quote and release the sealed key; refusals raise ServerError subclasses."""
+    bookkeeping = {
+        key: value
+        for key, value in body.model_dump().items()
+        if key not in {"quote", "public_key", "kem"} and value is not None
+    }
+    request = BootRequest(
+        nonce_header=x_chutes_nonce,
+        quote=body.quote,
+        public_key=body.public_key,
+        kem=body.kem,
+        client_ip=ip,
+        bookkeeping=bookkeeping,
+    )
+    result = await run_in_threadpool(attest_boot, ctx, request)
+    return BootAttestationResponse(
+        attestation_id=result.attestation_id,
+        image=result.image,
+        verified_at=rfc3339(result.verified_at),
+        sealed_key=b64encode(result.sealed_key),
+    )

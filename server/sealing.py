@@ -1,0 +1,113 @@
+"""Passphrases at rest: AES-256-GCM under the master key, bound to the image name."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from server.errors import ConfigurationError, ServerError
+
+MASTER_KEY_BYTES = 32
+SEAL_VERSION = b"\x01"
+GCM_NONCE_BYTES = 12
+AAD_PREFIX = b"tdx-boot-attest v1 image-passphrase:"
+# Dev mode without a key file uses this fixed, public key: sealing is then only obfuscation.
+DEV_MASTER_KEY = bytes(MASTER_KEY_BYTES)
+
+
+class SealError(ServerError):
+    """A sealed value cannot be opened (wrong master key or tampered row)."""
+
+
+class MasterKey:
+    """The key that seals image passphrases; its bytes never leave this object."""
+
+    __slots__ = ("_aead", "is_dev")
+
+    def __init__(self, key: bytes, *, is_dev: bool = False) -> None:
+        if len(key) != MASTER_KEY_BYTES:
+            raise ConfigurationError(f"master key must be {MASTER_KEY_BYTES} bytes")
+        self._aead = AESGCM(key)
+        self.is_dev = is_dev
+
+    def __repr__(self) -> str:
+        return "MasterKey(<redacted>)"
+
+    def seal(self, passphrase: bytes, image_name: str) -> bytes:
+        """Encrypt ``passphrase`` for storage under ``image_name``. Raises nothing."""
+        nonce = secrets.token_bytes(GCM_NONCE_BYTES)
+        return SEAL_VERSION + nonce + self._aead.encrypt(nonce, passphrase, _aad(image_name))
+
+    def unseal(self, sealed: bytes, image_name: str) -> bytes:
+        """Decrypt a stored passphrase; raises SealError when it does not authenticate."""
+        if sealed[:1] != SEAL_VERSION or len(sealed) < 1 + GCM_NONCE_BYTES + 16:
+            raise SealError("sealed passphrase has an unknown format")
+        nonce = sealed[1 : 1 + GCM_NONCE_BYTES]
+        try:
+            return self._aead.decrypt(nonce, sealed[1 + GCM_NONCE_BYTES :], _aad(image_name))
+        except InvalidTag:
+            raise SealError(
+                f"sealed passphrase of image {image_name!r} does not open with this master key"
+            ) from None
+
+
+def _aad(image_name: str) -> bytes:
+    return AAD_PREFIX + image_name.encode("utf-8")
+
+
+def generate_master_key_file(path: Path) -> None:
+    """Create ``path`` (mode 0600) holding a new random key as hex.
+
+    Raises ConfigurationError when the file exists or cannot be written.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigurationError(f"{path} exists; refusing to overwrite a master key") from None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(secrets.token_bytes(MASTER_KEY_BYTES).hex() + "\n")
+
+
+def load_master_key(path: Path | None, *, dev_mode: bool) -> MasterKey:
+    """Read the master key file (64 hex characters or 32 raw bytes, not group/world readable).
+
+    Without a file, dev mode gets a fixed public key; otherwise raises ConfigurationError.
+    """
+    if path is None:
+        if dev_mode:
+            return MasterKey(DEV_MASTER_KEY, is_dev=True)
+        raise ConfigurationError(
+            "no master key file configured (set TDX_ATTEST_MASTER_KEY_FILE, "
+            "or TDX_ATTEST_DEV_MODE=1 for an insecure development setup)"
+        )
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read master key file {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigurationError(
+            f"master key file {path} is readable by group or others; chmod 600 it"
+        )
+    return MasterKey(_decode_key(data, path))
+
+
+def _decode_key(data: bytes, path: Path) -> bytes:
+    if len(data) == MASTER_KEY_BYTES:
+        return data
+    text = data.strip()
+    if len(text) == 2 * MASTER_KEY_BYTES:
+        try:
+            return bytes.fromhex(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            pass
+    raise ConfigurationError(
+        f"master key file {path} must hold {MASTER_KEY_BYTES} bytes as hex or raw"
+    )

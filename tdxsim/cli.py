@@ -1,0 +1,413 @@
+"""The ``tdxsim`` command: make and drive a simulated TDX platform from the shell.
+
+``main(argv=None)`` returns the exit status: 0 on success, 1 when the simulator refuses
+(the reason is printed), 2 for a usage error. ``--verbose`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tdxsim import abi, measured_boot, tcb
+from tdxsim.collateral import format_time, parse_time
+from tdxsim.errors import EventLogError, ProfileError, StateError, TdxSimError
+from tdxsim.profile import Profile
+from tdxsim.state import DEFAULT_FMSPC, SimState
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _hex_bytes(size: int | None) -> Callable[[str], bytes]:
+    def parse(text: str) -> bytes:
+        try:
+            raw = bytes.fromhex(text.removeprefix("0x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not hexadecimal") from None
+        if size is not None and len(raw) != size:
+            raise argparse.ArgumentTypeError(
+                f"expected {size} bytes ({2 * size} hex digits), got {len(raw)}"
+            )
+        return raw
+
+    return parse
+
+
+def _rtmr_assignment(text: str) -> tuple[int, str]:
+    index, sep, value = text.partition("=")
+    if not sep or index not in {"0", "1", "2", "3"}:
+        raise argparse.ArgumentTypeError(f"expected N=HEX with N in 0..3, got {text!r}")
+    _hex_bytes(48)(value)
+    return int(index), value
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return key, value
+
+
+def _time(text: str) -> dt.datetime:
+    try:
+        return parse_time(text)
+    except TdxSimError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def load_profile(spec: str | None) -> Profile:
+    """A profile from a file path, or a built-in one by name (``default``, ``other``).
+
+    Raises ProfileError when neither exists or the file is invalid.
+    """
+    if spec is None:
+        return Profile.default()
+    path = Path(spec)
+    if path.exists():
+        return Profile.load(path)
+    if "/" not in spec and not spec.endswith(".json"):
+        return Profile.builtin(spec)
+    raise ProfileError(f"profile file {spec} does not exist")
+
+
+def _write_output(out: str, data: bytes) -> None:
+    if out == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        Path(out).write_bytes(data)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    state = SimState.init(
+        args.state_dir,
+        args.seed,
+        fmspc=args.fmspc,
+        platform_tcb=args.platform_tcb,
+        validity=dt.timedelta(days=args.valid_days),
+        overwrite=args.force,
+    )
+    print(f"initialised simulated TDX platform in {state.path}")
+    print(f"  trust root:  {state.path / 'root_ca.der'}")
+    print(f"  collateral:  {state.path / 'collateral.json'} (valid until "
+          f"{format_time(state.params.next_update)})")  # fmt: skip
+    print(f"  FMSPC {state.fmspc.hex().upper()}, platform TCB {state.platform_tcb}")
+    return 0
+
+
+def cmd_quote(args: argparse.Namespace) -> int:
+    state = SimState.load(args.state)
+    profile = load_profile(args.profile)
+    if args.mrtd is not None:
+        profile = profile.with_mrtd(args.mrtd.hex())
+    for index, value in args.rtmr:
+        profile = profile.with_rtmr(index, value)
+    td15 = None if args.body is None else args.body == "1.5"
+    data = state.make_quote(
+        args.report_data,
+        profile,
+        version=args.quote_version,
+        debug=args.debug,
+        td15=td15,
+        platform_tcb=args.platform_tcb,
+    )
+    _write_output(args.out, data)
+    if args.out != "-":
+        print(f"wrote {len(data)}-byte TDX quote v{args.quote_version} to {args.out}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    data = Path(args.quote).read_bytes()
+    if args.hex:
+        data = bytes.fromhex(data.decode("ascii").strip().removeprefix("0x"))
+    parsed = abi.parse_quote(data)
+    out: dict[str, Any] = {
+        "version": parsed.header.version,
+        "tee_type": f"0x{parsed.header.tee_type:08x}",
+        "tdx": parsed.is_tdx,
+        "body_type": parsed.body_type,
+        "size": len(data),
+        "trailing_bytes": len(parsed.trailing),
+    }
+    if isinstance(parsed.body, abi.TdReport):
+        body = parsed.body
+        out |= {
+            "mrtd": body.mr_td.hex(),
+            **{f"rtmr{i}": r.hex() for i, r in enumerate(body.rtmrs)},
+            "mrconfigid": body.mr_config_id.hex(),
+            "mrowner": body.mr_owner.hex(),
+            "mrownerconfig": body.mr_owner_config.hex(),
+            "mrseam": body.mr_seam.hex(),
+            "td_attributes": body.td_attributes.hex(),
+            "debug": body.debug,
+            "xfam": body.xfam.hex(),
+            "tee_tcb_svn": body.tee_tcb_svn.hex(),
+            "report_data": body.report_data.hex(),
+        }
+    else:
+        out |= {
+            "mrenclave": parsed.body.mr_enclave.hex(),
+            "mrsigner": parsed.body.mr_signer.hex(),
+            "report_data": parsed.body.report_data.hex(),
+        }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_profile_show(args: argparse.Namespace) -> int:
+    print(load_profile(args.profile).dumps(), end="")
+    return 0
+
+
+def _read_events(path: str) -> list[measured_boot.Event]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise EventLogError(f"cannot read event log {path}: {exc.strerror or exc}") from None
+    return measured_boot.parse_event_log(text)
+
+
+def cmd_profile_new(args: argparse.Namespace) -> int:
+    base = load_profile(args.base)
+    events = _read_events(args.event_log)
+    name = args.name or Path(args.out).stem
+    profile = measured_boot.profile_from_events(base, events, name)
+    if args.mrtd is not None:
+        profile = profile.with_mrtd(args.mrtd.hex())
+    if args.out == "-":
+        print(profile.dumps(), end="")
+    else:
+        profile.save(args.out)
+        print(f"wrote profile {name!r} ({len(events)} events replayed) to {args.out}")
+    return 0
+
+
+def cmd_profile_replay(args: argparse.Namespace) -> int:
+    rtmrs = measured_boot.replay(_read_events(args.event_log))
+    for i, value in enumerate(rtmrs):
+        print(f"rtmr{i} {value.hex()}")
+    return 0
+
+
+def cmd_platform(args: argparse.Namespace) -> int:
+    state = SimState.load(args.state)
+    if args.set is not None:
+        state.set_platform_tcb(args.set)
+    for name, preset in tcb.PRESETS.items():
+        mark = "*" if name == state.platform_tcb else " "
+        print(
+            f"{mark} {name:13} cpusvn {preset.cpusvn.hex()} pcesvn {preset.pcesvn:3} "
+            f"tee_tcb_svn {preset.tee_tcb_svn.hex()}"
+        )
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    state = SimState.load(args.state)
+    if args.ca is not None:
+        serial = state.revoke_ca(args.ca)
+        print(f"revoked {args.ca} (serial {serial:x}) on the root CA CRL")
+        return 0
+    if args.undo:
+        state.unrevoke_pck(args.platform_tcb)
+        print(f"PCK certificate of {args.platform_tcb or state.platform_tcb} is no longer revoked")
+        return 0
+    serial = state.revoke_pck(args.platform_tcb, serial=args.serial)
+    print(f"revoked PCK certificate serial {serial:x}; collateral re-issued")
+    return 0
+
+
+def cmd_collateral(args: argparse.Namespace) -> int:
+    state = SimState.load(args.state)
+    changing = any(
+        v not in (None, [])
+        for v in (args.issue_date, args.next_update, args.valid_days, args.status, args.advisories,
+                  args.tcb_evaluation_data_number)
+    ) or args.reissue  # fmt: skip
+    if changing:
+        state.reissue_collateral(
+            issue_date=args.issue_date,
+            next_update=args.next_update,
+            validity=dt.timedelta(days=args.valid_days) if args.valid_days is not None else None,
+            statuses={k: tcb.parse_status(v) for k, v in args.status},
+            advisories={k: tuple(a for a in v.split(",") if a) for k, v in args.advisories},
+            tcb_evaluation_data_number=args.tcb_evaluation_data_number,
+        )
+    if args.out is not None:
+        _write_output(args.out, state.collateral_json.encode())
+    params = state.params
+    window = f"{format_time(params.issue_date)} .. {format_time(params.next_update)}"
+    print(
+        f"collateral valid {window}, tcbEvaluationDataNumber {params.tcb_evaluation_data_number}",
+        file=sys.stderr,
+    )
+    for level in params.tcb_levels:
+        advisories = ",".join(level.advisory_ids) or "-"
+        print(f"  {level.name:13} {level.status.value:34} {advisories}", file=sys.stderr)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    import hashlib
+
+    state = SimState.load(args.state)
+    print(f"state directory  {state.path}")
+    print(f"seed             {state.seed}")
+    print(f"root CA SHA-256  {hashlib.sha256(state.root_ca_der).hexdigest()}")
+    print(f"FMSPC            {state.fmspc.hex().upper()}")
+    print(f"platform TCB     {state.platform_tcb}")
+    print(f"collateral       {format_time(state.params.issue_date)} .. "
+          f"{format_time(state.params.next_update)}")  # fmt: skip
+    revoked = [f"{name} ({identity.serial:x})" for name, identity in state.pki.pck.items()
+               if identity.serial in state.revoked_pck]  # fmt: skip
+    print(f"revoked PCKs     {', '.join(revoked) or 'none'}")
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def _register_optional(subparsers: Any, module_name: str, function: str, command: str) -> None:
+    """Let another module add its subcommand; a module that is absent adds nothing."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            return
+        error: Exception = exc
+    except ImportError as exc:
+        error = exc
+    else:
+        getattr(module, function)(subparsers)
+        return
+    broken = subparsers.add_parser(command, help=f"(unavailable: {error})")
+    message = f"{command} is unavailable: {error}"
+
+    def unavailable(_args: argparse.Namespace) -> int:
+        raise StateError(message)
+
+    broken.set_defaults(func=unavailable)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``tdxsim``. Raises nothing."""
+    parser = argparse.ArgumentParser(prog="tdxsim", description="A simulated Intel TDX platform.")
+    parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create a simulated platform (PKI, collateral) in STATE_DIR")
+    p.add_argument("state_dir", metavar="STATE_DIR")
+    p.add_argument("--seed", type=int, default=0, help="seed every key derives from (default 0)")
+    p.add_argument("--fmspc", type=_hex_bytes(6), default=DEFAULT_FMSPC, help="6-byte FMSPC (hex)")
+    p.add_argument("--platform-tcb", default=tcb.DEFAULT_PRESET, choices=sorted(tcb.PRESETS))
+    p.add_argument("--valid-days", type=int, default=45, help="collateral validity (days)")
+    p.add_argument("--force", action="store_true", help="replace an existing state")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("quote", help="make a signed TDX quote")
+    p.add_argument("--state", required=True, metavar="DIR")
+    p.add_argument("--report-data", required=True, type=_hex_bytes(64), metavar="HEX128")
+    p.add_argument("--profile", metavar="FILE|NAME", help="profile file or built-in name")
+    p.add_argument("--mrtd", type=_hex_bytes(48), metavar="HEX")
+    p.add_argument("--rtmr", type=_rtmr_assignment, action="append", default=[], metavar="N=HEX")
+    p.add_argument("--debug", action="store_true", help="set the TD's DEBUG attribute")
+    p.add_argument("--quote-version", type=int, choices=(4, 5), default=4)
+    p.add_argument("--body", choices=("1.0", "1.5"), help="v5 body: TDX 1.0 or 1.5 (default 1.5)")
+    p.add_argument("--platform-tcb", choices=sorted(tcb.PRESETS), help="TCB preset for this quote")
+    p.add_argument("--out", required=True, metavar="FILE", help="output file ('-' for stdout)")
+    p.set_defaults(func=cmd_quote)
+
+    p = sub.add_parser("inspect", help="print the fields of a quote file as JSON")
+    p.add_argument("quote", metavar="FILE")
+    p.add_argument("--hex", action="store_true", help="the file holds hex text")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("profile", help="measurement profiles and event logs")
+    psub = p.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
+    q = psub.add_parser("show", help="print a profile (file or built-in name)")
+    q.add_argument("profile", nargs="?", default="default", metavar="FILE|NAME")
+    q.set_defaults(func=cmd_profile_show)
+    q = psub.add_parser("new", help="make a profile whose RTMRs replay an event log")
+    q.add_argument("--event-log", required=True, metavar="FILE")
+    q.add_argument("--base", metavar="FILE|NAME", help="profile for the other fields (default)")
+    q.add_argument("--name")
+    q.add_argument("--mrtd", type=_hex_bytes(48), metavar="HEX")
+    q.add_argument("--out", required=True, metavar="FILE")
+    q.set_defaults(func=cmd_profile_new)
+    q = psub.add_parser("replay", help="print the RTMRs an event log produces")
+    q.add_argument("--event-log", required=True, metavar="FILE")
+    q.set_defaults(func=cmd_profile_replay)
+
+    p = sub.add_parser("platform", help="show or set the platform TCB preset")
+    p.add_argument("--state", required=True, metavar="DIR")
+    p.add_argument("--set", choices=sorted(tcb.PRESETS), metavar="PRESET")
+    p.set_defaults(func=cmd_platform)
+
+    p = sub.add_parser("revoke", help="revoke a PCK certificate (or an intermediate CA)")
+    p.add_argument("--state", required=True, metavar="DIR")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--platform-tcb", choices=sorted(tcb.PRESETS), help="PCK leaf of this preset"
+    )
+    group.add_argument("--serial", type=lambda s: int(s, 16), metavar="HEX")
+    group.add_argument("--ca", choices=("pck_platform_ca", "tcb_signing"))
+    p.add_argument("--undo", action="store_true", help="take the PCK leaf off the CRL")
+    p.set_defaults(func=cmd_revoke)
+
+    p = sub.add_parser("collateral", help="show, re-issue or export the collateral")
+    p.add_argument("--state", required=True, metavar="DIR")
+    p.add_argument("--issue-date", type=_time, metavar="ISO8601")
+    p.add_argument("--next-update", type=_time, metavar="ISO8601")
+    p.add_argument("--valid-days", type=int, metavar="N")
+    p.add_argument("--status", type=_key_value, action="append", default=[], metavar="LEVEL=STATUS")
+    p.add_argument("--advisories", type=_key_value, action="append", default=[],
+                   metavar="LEVEL=ID,ID")  # fmt: skip
+    p.add_argument("--tcb-evaluation-data-number", type=int, metavar="N")
+    p.add_argument("--reissue", action="store_true", help="re-sign with fresh dates")
+    p.add_argument("--out", metavar="FILE", help="write QuoteCollateralV3 JSON ('-' for stdout)")
+    p.set_defaults(func=cmd_collateral)
+
+    p = sub.add_parser("show", help="summarise a state directory")
+    p.add_argument("--state", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_show)
+
+    _register_optional(sub, "tdxsim.tsm.fuse", "add_mount_parser", "mount")
+    _register_optional(sub, "tdxsim.pcs", "add_pcs_parser", "pcs")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``tdxsim`` with ``argv``; returns the exit status (never raises for user errors)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.func
+    try:
+        return handler(args)
+    except TdxSimError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"tdxsim: error: {exc.reason}: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"tdxsim: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

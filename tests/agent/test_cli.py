@@ -1,0 +1,245 @@
+"""agent.cli in process: subcommands, exit codes, console lines, failure actions.
+
+The TSM is tdxsim's directory fake (patched in for the os file operations); the
+server is a scripted HTTP server that seals the passphrase like the real one.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent import protocol
+from agent.cli import main
+from tdxsim.tsm.dirfake import DirFake
+from tests.agent.test_api import PASSPHRASE, nonce_answer, refusal, release
+from tests.support.scripted_http import ScriptedServer
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    scripted = ScriptedServer()
+    with scripted.running():
+        yield scripted
+
+
+@pytest.fixture
+def fake_tsm(tsm_fake: DirFake, monkeypatch: pytest.MonkeyPatch) -> DirFake:
+    monkeypatch.setattr("agent.boot.file_ops", lambda: tsm_fake)
+    return tsm_fake
+
+
+class Setup:
+    def __init__(self, tmp_path: Path, server: ScriptedServer, fake: DirFake) -> None:
+        self.dir = tmp_path
+        self.kmsg = tmp_path / "kmsg"
+        self.kmsg.touch()
+        self.cmdline = tmp_path / "cmdline"
+        self.cmdline.write_text("quiet\n")
+        self.actions = tmp_path / "actions.log"
+        self.device = tmp_path / "disk.img"
+        self.device.touch()
+        self.stdin_copy = tmp_path / "cryptsetup.stdin"
+        fake_cryptsetup = tmp_path / "cryptsetup"
+        fake_cryptsetup.write_text(
+            f'#!/bin/sh\necho "$@" >> {tmp_path}/cryptsetup.argv\ncat > {self.stdin_copy}\n'
+        )
+        fake_cryptsetup.chmod(fake_cryptsetup.stat().st_mode | stat.S_IXUSR)
+        self.config = tmp_path / "agent.conf"
+        self.write_config(server.url, fake.root / "report", fake_cryptsetup)
+
+    def write_config(self, url: str, tsm_root: Path, cryptsetup: Path, extra: str = "") -> None:
+        record = f"/bin/sh -c 'echo $0 >> {self.actions}'"
+        self.config.write_text(
+            f"[server]\nurl = {url}\nallow_http = true\n"
+            f"[tsm]\nroot = {tsm_root}\n"
+            f"[boot]\ndeadline = 5\non_failure = poweroff\ncryptsetup = {cryptsetup} open\n"
+            f"check_mapper = false\npoweroff_command = {record} poweroff\n"
+            f"reboot_command = {record} reboot\naskpass_command = /bin/echo typed\n{extra}"
+            f"[volume root]\ndevice = {self.device}\n"
+        )
+
+    def run(self, *args: str) -> int:
+        command, *rest = args
+        return main(
+            [command, "--config", str(self.config), "--cmdline", str(self.cmdline),
+             "--kmsg", str(self.kmsg), *rest]
+        )  # fmt: skip
+
+
+@pytest.fixture
+def setup(tmp_path: Path, server: ScriptedServer, fake_tsm: DirFake) -> Setup:
+    return Setup(tmp_path, server, fake_tsm)
+
+
+def test_help_lists_commands_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("boot", "keyscript", "quote", "check", "runtime", "exit codes", "FAILED reason="):
+        assert word in out
+
+
+def test_boot_unlocks_with_the_key_on_stdin(
+    setup: Setup, server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.script("GET", protocol.NONCE_PATH, nonce_answer)
+    server.script("POST", protocol.BOOT_ATTESTATION_PATH, release)
+    assert setup.run("boot") == 0
+    assert setup.stdin_copy.read_bytes() == PASSPHRASE
+    argv = (setup.dir / "cryptsetup.argv").read_text()
+    assert f"open --key-file=- {setup.device} root" in argv
+    assert 'OK unlocked volume="root"' in setup.kmsg.read_text()
+    captured = capsys.readouterr()
+    assert PASSPHRASE.decode("latin-1") not in captured.out + captured.err
+    assert not setup.actions.exists()
+
+
+def test_refusal_prints_the_reason_and_runs_the_action(
+    setup: Setup, server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.script("GET", protocol.NONCE_PATH, nonce_answer)
+    server.script(
+        "POST",
+        protocol.BOOT_ATTESTATION_PATH,
+        refusal(403, "measurement_mismatch", "rtmr1 differs from every approved image"),
+    )
+    assert setup.run("boot") == 5
+    line = (
+        "tdx-boot-attest: FAILED reason=measurement_mismatch "
+        'message="rtmr1 differs from every approved image"'
+    )
+    assert line in capsys.readouterr().err
+    assert line in setup.kmsg.read_text()
+    assert setup.actions.read_text() == "poweroff\n"
+    assert not setup.stdin_copy.exists()
+    assert len(server.requests) == 2
+
+
+def test_keyscript_prints_only_the_key(
+    setup: Setup, server: ScriptedServer, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    server.script("GET", protocol.NONCE_PATH, nonce_answer)
+    server.script("POST", protocol.BOOT_ATTESTATION_PATH, release)
+    assert setup.run("keyscript") == 0
+    captured = capfdbinary.readouterr()
+    assert captured.out == PASSPHRASE
+    assert b"OK key released" in captured.err
+
+
+def test_keyscript_with_unknown_cryptab_name(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CRYPTTAB_NAME", "swap")
+    assert setup.run("keyscript") == 2
+    err = capsys.readouterr().err
+    assert "reason=volume_unknown" in err
+    assert "'swap'" in err
+
+
+def test_keyscript_prompt_falls_back_to_askpass(
+    setup: Setup, server: ScriptedServer, fake_tsm: DirFake, capfd: pytest.CaptureFixture[str]
+) -> None:
+    setup.write_config(
+        server.url, fake_tsm.root / "report", Path("/bin/true"), extra="on_failure = prompt\n"
+    )
+    text = setup.config.read_text().replace("on_failure = poweroff\n", "")
+    setup.config.write_text(text)
+    server.script("GET", protocol.NONCE_PATH, refusal(403, "forbidden", "no"))
+    assert setup.run("keyscript") == 0
+    captured = capfd.readouterr()
+    assert "typed Attestation failed. Please unlock disk the encrypted volume:" in captured.out
+    assert "reason=forbidden" in captured.err
+
+
+def test_no_tsm_provider(
+    setup: Setup, server: ScriptedServer, fake_tsm: DirFake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_tsm.faults.set_provider(None)
+    server.script("GET", protocol.NONCE_PATH, nonce_answer)
+    assert setup.run("boot") == 3
+    assert "reason=tsm_unavailable" in capsys.readouterr().err
+    assert setup.actions.read_text() == "poweroff\n"
+
+
+def test_bad_config_exits_2_before_any_request(
+    setup: Setup, server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup.cmdline.write_text("tdx_attest.deadline=forever\n")
+    assert setup.run("boot") == 2
+    err = capsys.readouterr().err
+    assert "reason=config_invalid" in err
+    assert "tdx_attest.deadline in the kernel command line" in err
+    assert server.requests == []
+    assert not setup.actions.exists()
+
+
+def test_check_reports_each_part(
+    setup: Setup, server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.script("GET", protocol.NONCE_PATH, nonce_answer)
+    assert setup.run("check") == 0
+    out = capsys.readouterr().out
+    assert "ok     tsm:" in out
+    assert "ok     server:" in out
+    assert "ok     volume root:" in out
+    assert all(r.method == "GET" for r in server.requests)
+
+
+def test_check_fails_for_a_missing_device(
+    setup: Setup, server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.script("GET", protocol.NONCE_PATH, nonce_answer)
+    setup.device.unlink()
+    assert setup.run("check") == 6
+    assert "FAILED volume root: device_not_found" in capsys.readouterr().out
+
+
+def test_quote_from_the_tsm_and_from_a_file(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = setup.dir / "q.bin"
+    assert setup.run("quote", "--report-data", "11" * 64, "--out", str(saved)) == 0
+    text = capsys.readouterr().out
+    assert "report_data        " + "11" * 64 in text
+    assert setup.run("quote", "--in", str(saved), "--json") == 0
+    fields = json.loads(capsys.readouterr().out)
+    assert fields["report_data"] == "11" * 64
+    assert fields["version"] == 4
+    assert fields["debug"] is False
+
+
+def test_quote_with_bad_report_data(setup: Setup) -> None:
+    assert setup.run("quote", "--report-data", "zz") == 2
+    assert setup.run("quote", "--report-data", "00" * 10) == 2
+
+
+def test_unexpected_errors_are_internal_with_traceback_on_verbose(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def explode(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("agent.boot.unlock_volumes", explode)
+    assert setup.run("boot") == 1
+    err = capsys.readouterr().err
+    assert "reason=internal_error" in err
+    assert "Traceback" not in err
+    assert setup.run("boot", "--verbose") == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_python_dash_m_agent_runs() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    assert "tdx-boot-agent" in result.stdout

@@ -1,0 +1,23 @@
+"""DCAP verification helpers for tests: run dcap-qvl against a simulated or real trust root."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dcap_qvl
+
+
+def verify(quote: bytes, collateral_json: str, root_ca_der: bytes, now: int) -> Any:
+    """dcap-qvl's verdict for ``quote`` (a VerifiedReport); raises ValueError on refusal."""
+    collateral = dcap_qvl.QuoteCollateralV3.from_json(collateral_json)
+    return dcap_qvl.verify_with_root_ca(quote, collateral, root_ca_der, now)
+
+
+def refusal(quote: bytes, collateral_json: str, root_ca_der: bytes, now: int) -> str:
+    """The reason dcap-qvl refuses ``quote``; fails the test if it is accepted."""
+    try:
+        collateral = dcap_qvl.QuoteCollateralV3.from_json(collateral_json)
+        report = dcap_qvl.verify_with_root_ca(quote, collateral, root_ca_der, now)
+    except ValueError as exc:
+        return str(exc)
+    raise AssertionError(f"quote was accepted with status {report.status}")

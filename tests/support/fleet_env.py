@@ -1,0 +1,223 @@
+"""A verifier app on a simulated TDX platform, for the fleet tests: miners, boot, runtime.
+
+Everything real except the hardware: the app from create_app on a migrated database,
+DCAP verification against the simulator's root CA and collateral, real sr25519 keys,
+real boot attestations through the API. The clock is injected and moves only when told.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from httpx import Response
+
+from server.app import create_app
+from server.context import ServerContext
+from server.db.engine import session_scope
+from server.fleet.miners import add_miner, issue_token
+from server.images import Profile as ImageProfile
+from server.images import add_image
+from server.settings import Settings
+from tdxsim.profile import Profile as SimProfile
+from tdxsim.state import SimState
+from tests.support.miner_keys import MinerKey, json_body
+from tests.support.sim_server import new_passphrase
+
+IMAGE_NAME = "fleet-image"
+RUNTIME_RTMR3 = "3a" * 48
+HOST_IP = "10.20.0.7"
+
+
+class FrozenClock:
+    """A clock that only moves when advanced (whole seconds, UTC)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    @property
+    def unix(self) -> int:
+        return int(self.now.timestamp())
+
+
+@dataclass
+class FleetEnv:
+    """One app, its simulated platform and helpers to act as VM, miner and admin."""
+
+    app: FastAPI
+    state: SimState
+    clock: FrozenClock
+    boot_profile: SimProfile
+    runtime_profile: SimProfile
+    clients: dict[str, TestClient] = field(default_factory=dict)
+
+    @property
+    def ctx(self) -> ServerContext:
+        ctx: ServerContext = self.app.state.ctx
+        return ctx
+
+    def client(self, ip: str = HOST_IP) -> TestClient:
+        """A test client whose requests come from ``ip``."""
+        if ip not in self.clients:
+            self.clients[ip] = TestClient(self.app, client=(ip, 40000))
+        return self.clients[ip]
+
+    # --- admin ---------------------------------------------------------------------------
+
+    def add_miner(self, key: MinerKey) -> MinerKey:
+        with session_scope(self.ctx.sessions) as session:
+            add_miner(session, key.hotkey, self.clock())
+        return key
+
+    def issue_token(self, key: MinerKey) -> str:
+        with session_scope(self.ctx.sessions) as session:
+            return issue_token(session, key.hotkey, self.clock())
+
+    # --- the VM ----------------------------------------------------------------------------
+
+    def boot(self, ip: str = HOST_IP, profile: SimProfile | None = None) -> dict[str, Any]:
+        """A real boot attestation from ``ip``; returns the response JSON (asserts 200)."""
+        client = self.client(ip)
+        nonce = client.get("/servers/nonce").json()["nonce"]
+        public_key = X25519PrivateKey.generate().public_key().public_bytes_raw()
+        report_data = bytes.fromhex(nonce) + hashlib.sha256(public_key).digest()
+        quote = self.state.make_quote(report_data, profile or self.boot_profile)
+        response = client.post(
+            "/servers/boot/attestation",
+            headers={"X-Chutes-Nonce": nonce},
+            json={
+                "quote": base64.b64encode(quote).decode(),
+                "public_key": base64.b64encode(public_key).decode(),
+            },
+        )
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def runtime_quote(
+        self, nonce_hex: str, profile: SimProfile | None = None, *, debug: bool = False
+    ) -> str:
+        """Base64 quote with REPORTDATA = nonce || zeros, measured as ``profile``."""
+        report_data = bytes.fromhex(nonce_hex) + bytes(32)
+        quote = self.state.make_quote(report_data, profile or self.runtime_profile, debug=debug)
+        return base64.b64encode(quote).decode()
+
+    # --- the miner -------------------------------------------------------------------------
+
+    def signed(
+        self,
+        method: str,
+        path: str,
+        key: MinerKey,
+        payload: Any = None,
+        *,
+        ip: str = HOST_IP,
+        timestamp: int | None = None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> Response:
+        """A request signed by ``key`` the way a Chutes miner signs it."""
+        body = json_body(payload) if payload is not None else b""
+        headers = key.headers(self.clock.unix if timestamp is None else timestamp, body)
+        if body:
+            headers["Content-Type"] = "application/json"
+        headers.update(extra_headers or {})
+        return self.client(ip).request(method, path, content=body or None, headers=headers)
+
+    def with_token(
+        self, method: str, path: str, token: str, payload: Any = None, *, ip: str = HOST_IP
+    ) -> Response:
+        """A request authenticated with an API token."""
+        return self.client(ip).request(
+            method,
+            path,
+            json=payload,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    def register(
+        self, key: MinerKey, server_id: str = "node-1", *, ip: str = HOST_IP, gpus: int = 2
+    ) -> Response:
+        return self.signed("POST", "/servers/", key, server_args(server_id, ip, gpus=gpus), ip=ip)
+
+    def attest(
+        self, key: MinerKey, server_id: str, profile: SimProfile | None = None, *, ip: str = HOST_IP
+    ) -> Response:
+        """Fetch a runtime nonce and post a runtime quote for it."""
+        nonce = self.signed("GET", f"/servers/{server_id}/nonce", key, ip=ip)
+        assert nonce.status_code == 200, nonce.text
+        quote = self.runtime_quote(nonce.json()["nonce"], profile)
+        return self.signed(
+            "POST", f"/servers/{server_id}/attestation", key, {"quote": quote}, ip=ip
+        )
+
+
+def gpu(index: int, server_id: str = "node-1") -> dict[str, Any]:
+    """A plausible H100 entry of NodeArgs."""
+    return {
+        "uuid": f"GPU-{hashlib.sha256(f'{server_id}/{index}'.encode()).hexdigest()[:32]}",
+        "name": "NVIDIA H100 80GB HBM3",
+        "memory": 85_520_809_984,
+        "clock_rate": 1980.0,
+        "device_index": index,
+        "major": 9,
+        "minor": 0,
+        "processors": 132,
+        "sxm": True,
+        "max_threads_per_processor": 2048,
+        "concurrent_kernels": True,
+        "ecc": True,
+    }
+
+
+def server_args(server_id: str, host: str = HOST_IP, *, gpus: int = 2) -> dict[str, Any]:
+    return {"id": server_id, "host": host, "gpus": [gpu(i, server_id) for i in range(gpus)]}
+
+
+def make_fleet_env(database_url: str, state: SimState, tmp_path: Path, **settings: Any) -> FleetEnv:
+    """An app on ``database_url`` trusting ``state``'s root, with one approved image whose
+    runtime RTMR3 differs from its boot RTMR3 (as a running system extends it)."""
+    root = tmp_path / "root_ca.der"
+    root.write_bytes(state.root_ca_der)
+    clock = FrozenClock(datetime.now(UTC).replace(microsecond=0))
+    app = create_app(
+        Settings(database_url=database_url, dev_mode=True, trust_root=root, **settings),
+        clock,
+        collateral_fetcher=lambda fmspc, ca: state.collateral_json,
+    )
+    boot_profile = SimProfile.default()
+    runtime_profile = boot_profile.with_rtmr(3, RUNTIME_RTMR3)
+    ctx: ServerContext = app.state.ctx
+    with session_scope(ctx.sessions) as session:
+        add_image(
+            session,
+            ctx.master_key,
+            IMAGE_NAME,
+            ImageProfile(
+                mrtd=boot_profile.mrtd,
+                boot_rtmrs=boot_profile.rtmrs,
+                runtime_rtmrs=runtime_profile.rtmrs,
+            ),
+            passphrase=new_passphrase(),
+            now=clock(),
+        )
+    return FleetEnv(app, state, clock, boot_profile, runtime_profile)
+
+
+def decoded(response: Response) -> dict[str, Any]:
+    """The JSON body of a response (for error assertions)."""
+    body: dict[str, Any] = json.loads(response.content)
+    return body

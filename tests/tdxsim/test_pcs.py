@@ -1,0 +1,236 @@
+"""The PCS/PCCS endpoint: routes and documents (pure), then the HTTP server (slow)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote
+
+import dcap_qvl
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from tdxsim.pcs import PcsCollateral, PcsError, PcsServer
+from tdxsim.state import SimState
+from tests.tdxsim.conftest import FIXED_NOW_SECS, REPORT_DATA
+
+TCB = "/tdx/certification/v4/tcb"
+QE = "/tdx/certification/v4/qe/identity"
+PCKCRL = "/sgx/certification/v4/pckcrl"
+ROOTCRL = "/sgx/certification/v4/rootcacrl"
+REAL_TDX_TIME = 1750329147 + 3600  # inside the real vector's validity window
+
+
+def fetch_collateral(url: str, quote: bytes) -> dcap_qvl.QuoteCollateralV3:
+    async def fetch() -> dcap_qvl.QuoteCollateralV3:
+        return await dcap_qvl.get_collateral(url, quote)
+
+    return asyncio.run(fetch())
+
+
+def check_signed(text: str, signature: bytes, chain_pem: str) -> None:
+    signer = x509.load_pem_x509_certificates(chain_pem.encode())[0]
+    public_key = signer.public_key()
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)
+    der = encode_dss_signature(
+        int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    )
+    public_key.verify(der, text.encode(), ec.ECDSA(hashes.SHA256()))
+
+
+@pytest.fixture(scope="module")
+def collateral(shared_state: SimState) -> PcsCollateral:
+    return PcsCollateral.from_state(shared_state)
+
+
+@pytest.fixture
+def server(collateral: PcsCollateral) -> Iterator[PcsServer]:
+    with PcsServer(collateral) as running:
+        yield running
+
+
+# -- documents (no network) --------------------------------------------------------------------
+def test_collateral_is_read_from_the_state(shared_state: SimState, collateral: PcsCollateral) -> None:
+    assert collateral.fmspc == shared_state.fmspc.hex().upper()
+    assert collateral.ca == "platform"
+    assert json.loads(collateral.tcb_info)["fmspc"].upper() == collateral.fmspc
+
+
+def test_malformed_collateral_is_refused() -> None:
+    with pytest.raises(PcsError):
+        PcsCollateral.from_collateral_json("{}")
+    with pytest.raises(PcsError):
+        PcsCollateral.from_collateral_json("not json")
+
+
+# -- the server ----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_dcap_qvl_fetches_collateral_that_verifies(
+    shared_state: SimState, server: PcsServer
+) -> None:
+    quote = shared_state.make_quote(REPORT_DATA)
+    fetched = fetch_collateral(server.url, quote)
+    report = dcap_qvl.verify_with_root_ca(quote, fetched, shared_state.root_ca_der, FIXED_NOW_SECS)
+    assert report.status == "UpToDate"
+    fmspc = shared_state.fmspc.hex().upper()
+    assert server.requests == [
+        f"{PCKCRL}?ca=platform&encoding=der",
+        f"{TCB}?fmspc={fmspc}&update=standard",
+        f"{QE}?update=standard",
+        ROOTCRL,
+    ]
+    expected = json.loads(shared_state.collateral_json)
+    got = json.loads(fetched.to_json())
+    assert {key: got[key] for key in expected} == expected
+
+
+@pytest.mark.slow
+def test_real_intel_collateral_round_trips(vectors_dir: Path) -> None:
+    root = (vectors_dir / "intel_sgx_root_ca.der").read_bytes()
+    text = (vectors_dir / "tdx_quote_collateral.json").read_text()
+    quote = (vectors_dir / "tdx_quote").read_bytes()
+    with PcsServer(PcsCollateral.from_collateral_json(text, root_ca_der=root)) as server:
+        fetched = fetch_collateral(server.url, quote)
+        # The root CA CRL is also served where the Intel root certificate says it lives.
+        der = httpx.get(server.url + "/IntelSGXRootCA.der").content
+    assert dcap_qvl.verify(quote, fetched, REAL_TDX_TIME).status == "UpToDate"
+    assert der == bytes.fromhex(json.loads(text)["root_ca_crl"])
+
+
+@pytest.mark.slow
+def test_tcb_info_and_qe_identity_are_served_as_signed(
+    server: PcsServer, collateral: PcsCollateral
+) -> None:
+    tcb = httpx.get(f"{server.url}{TCB}", params={"fmspc": collateral.fmspc.lower()})
+    assert tcb.status_code == 200
+    assert tcb.headers["content-type"] == "application/json"
+    chain = unquote(tcb.headers["TCB-Info-Issuer-Chain"])
+    assert chain == collateral.tcb_info_issuer_chain
+    assert "%0A" in tcb.headers["TCB-Info-Issuer-Chain"]  # URL-encoded, as Intel sends it
+    body = tcb.text
+    signed_text = body[len('{"tcbInfo":') : body.rindex(',"signature":')]
+    signature = bytes.fromhex(json.loads(body)["signature"])
+    check_signed(signed_text, signature, chain)
+
+    qe = httpx.get(f"{server.url}{QE}")
+    assert qe.status_code == 200
+    chain = unquote(qe.headers["SGX-Enclave-Identity-Issuer-Chain"])
+    signed_text = qe.text[len('{"enclaveIdentity":') : qe.text.rindex(',"signature":')]
+    check_signed(signed_text, bytes.fromhex(qe.json()["signature"]), chain)
+    assert qe.json()["enclaveIdentity"]["id"] == "TD_QE"
+
+
+@pytest.mark.slow
+def test_crls_and_their_headers(server: PcsServer, collateral: PcsCollateral) -> None:
+    der = httpx.get(f"{server.url}{PCKCRL}", params={"ca": "platform", "encoding": "der"})
+    assert der.status_code == 200
+    assert der.headers["content-type"] == "application/pkix-crl"
+    assert unquote(der.headers["SGX-PCK-CRL-Issuer-Chain"]) == collateral.pck_crl_issuer_chain
+    assert x509.load_der_x509_crl(der.content).public_bytes(
+        x509.base.serialization.Encoding.DER
+    ) == (collateral.pck_crl)
+    pem = httpx.get(f"{server.url}{PCKCRL}", params={"ca": "platform"})
+    assert x509.load_pem_x509_crl(pem.content) == x509.load_der_x509_crl(der.content)
+    root = httpx.get(f"{server.url}{ROOTCRL}")
+    assert bytes.fromhex(root.text) == collateral.root_ca_crl
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("method", "target", "status"),
+    [
+        ("GET", f"{TCB}?fmspc=112233445566", 404),
+        ("GET", f"{TCB}?fmspc=1122", 400),
+        ("GET", f"{TCB}?fmspc=zz2233445566", 400),
+        ("GET", TCB, 400),
+        ("GET", f"{QE}?update=sometimes", 400),
+        ("GET", f"{PCKCRL}?ca=processor&encoding=der", 404),
+        ("GET", f"{PCKCRL}?ca=somebody", 400),
+        ("GET", f"{PCKCRL}?ca=platform&encoding=xml", 400),
+        ("GET", "/sgx/certification/v4/tcb?fmspc=00806F050000", 404),
+        ("GET", "/nothing/here", 404),
+        ("POST", f"{QE}", 405),
+    ],
+)
+def test_bad_requests_get_4xx(server: PcsServer, method: str, target: str, status: int) -> None:
+    assert httpx.request(method, server.url + target).status_code == status
+
+
+@pytest.mark.slow
+def test_failures_once_and_until_cleared(shared_state: SimState, server: PcsServer) -> None:
+    quote = shared_state.make_quote(REPORT_DATA)
+    server.fail(503, times=1)
+    with pytest.raises(ValueError, match="503"):
+        fetch_collateral(server.url, quote)
+    fetch_collateral(server.url, quote)
+    server.fail(500, path_prefix="/tdx/")
+    for _ in range(2):
+        with pytest.raises(ValueError, match="500"):
+            fetch_collateral(server.url, quote)
+    assert httpx.get(server.url + ROOTCRL).status_code == 200  # other paths unaffected
+    server.clear_faults()
+    fetch_collateral(server.url, quote)
+    with pytest.raises(ValueError):
+        server.fail(200)
+
+
+@pytest.mark.slow
+def test_stall_and_outage(server: PcsServer) -> None:
+    server.set_delay(1.0)
+    with pytest.raises(httpx.TimeoutException):
+        httpx.get(server.url + ROOTCRL, timeout=0.2)
+    server.set_delay(0)
+    port = server.port
+    server.go_down()
+    assert not server.is_up
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.url + ROOTCRL, timeout=2)
+    server.come_back()
+    assert server.port == port
+    assert httpx.get(server.url + ROOTCRL, timeout=2).status_code == 200
+
+
+@pytest.mark.slow
+def test_cli_serves_fails_goes_down_and_stops(shared_state: SimState) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tdxsim", "pcs", "--state", str(shared_state.path),
+         "--listen", "127.0.0.1:0", "--fail", "503*1", "--outage", "0.5:1"],  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("tdxsim pcs listening on http://127.0.0.1:")
+        url = line.split()[-1]
+        assert httpx.get(url + ROOTCRL).status_code == 503
+        assert httpx.get(url + ROOTCRL).status_code == 200
+        states = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and states[-2:] != ["down", "up"]:
+            try:
+                httpx.get(url + ROOTCRL, timeout=1)
+                state = "up"
+            except httpx.ConnectError:
+                state = "down"
+            if not states or states[-1] != state:
+                states.append(state)
+            time.sleep(0.05)
+        assert states[-2:] == ["down", "up"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,259 @@
+"""The FUSE mount through the real kernel VFS: shell tools, Python's open(), faults, signals."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import dcap_qvl
+import pytest
+
+from tdxsim.state import SimState
+from tests.support.tsm_mount import CONTROL_FILE, arm_fault, mounted_tsm
+from tests.tdxsim.conftest import FIXED_NOW_SECS
+
+pytestmark = pytest.mark.slow
+
+REPORT_DATA = bytes(range(64))
+
+
+@pytest.fixture(scope="module")
+def mnt(shared_state: SimState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    mountpoint = tmp_path_factory.mktemp("fuse") / "tsm"
+    with mounted_tsm(shared_state.path, mountpoint):
+        yield mountpoint
+
+
+@pytest.fixture(autouse=True)
+def clean_mount(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "mnt" in request.fixturenames:
+        mountpoint: Path = request.getfixturevalue("mnt")
+        arm_fault(mountpoint, "clear")
+        for name in os.listdir(mountpoint / "report"):
+            os.rmdir(mountpoint / "report" / name)
+
+
+def sh(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", "-c", script], cwd=cwd, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def verify(state: SimState, quote: bytes) -> None:
+    collateral = dcap_qvl.QuoteCollateralV3.from_json(state.collateral_json)
+    report = dcap_qvl.verify_with_root_ca(quote, collateral, state.root_ca_der, FIXED_NOW_SECS)
+    assert report.status == "UpToDate"
+
+
+def read_errno(path: Path) -> int:
+    with pytest.raises(OSError) as info, open(path, "rb") as handle:
+        handle.read()
+    assert info.value.errno is not None
+    return info.value.errno
+
+
+def write_inblob(entry: Path, data: bytes) -> None:
+    fd = os.open(entry / "inblob", os.O_WRONLY)
+    try:
+        assert os.write(fd, data) == len(data)
+    finally:
+        os.close(fd)
+
+
+def test_shell_tools_get_a_quote_that_verifies(mnt: Path, shared_state: SimState) -> None:
+    (mnt.parent / "rd.bin").write_bytes(REPORT_DATA)
+    result = sh(
+        "mkdir report/q && cat report/q/provider report/q/generation"
+        f" && dd if={mnt.parent}/rd.bin of=report/q/inblob bs=64 count=1 status=none"
+        f" && cat report/q/outblob > {mnt.parent}/quote.bin && cat report/q/generation"
+        " && rmdir report/q && ls report",
+        mnt,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "tdx_guest\n0\n1\n"
+    quote = (mnt.parent / "quote.bin").read_bytes()
+    assert dcap_qvl.parse_quote(quote).report.report_data == REPORT_DATA
+    verify(shared_state, quote)
+
+
+def test_tree_looks_like_configfs(mnt: Path) -> None:
+    assert sorted(os.listdir(mnt)) == ["report"]  # the control file is not listed
+    assert (mnt / CONTROL_FILE).is_file()
+    os.mkdir(mnt / "report" / "t")
+    entry = mnt / "report" / "t"
+    assert sorted(os.listdir(entry)) == ["generation", "inblob", "outblob", "provider"]
+    modes = {name: stat.S_IMODE(os.stat(entry / name).st_mode) for name in os.listdir(entry)}
+    assert modes == {"generation": 0o444, "provider": 0o444, "inblob": 0o200, "outblob": 0o444}
+    assert stat.S_ISDIR(os.stat(entry).st_mode)
+
+
+def test_kernel_errors_reach_python_and_the_shell(mnt: Path) -> None:
+    entry = mnt / "report" / "e"
+    os.mkdir(entry)
+    assert read_errno(entry / "outblob") == errno.EINVAL  # nothing written yet
+    fd = os.open(entry / "inblob", os.O_WRONLY)
+    with pytest.raises(OSError) as info:
+        os.write(fd, REPORT_DATA + b"!")
+    assert info.value.errno == errno.EFBIG
+    os.close(fd)
+    write_inblob(entry, REPORT_DATA[:32])
+    assert read_errno(entry / "outblob") == errno.EINVAL  # tdx_guest wants 64 bytes
+    with pytest.raises(OSError) as info:
+        open(entry / "outblob", "wb")  # noqa: SIM115
+    assert info.value.errno == errno.EACCES
+    with pytest.raises(OSError) as info:
+        os.mkdir(mnt / "elsewhere")
+    assert info.value.errno == errno.EPERM
+    with pytest.raises(OSError) as info:
+        os.mkdir(entry)
+    assert info.value.errno == errno.EEXIST
+    result = sh("head -c 65 /dev/zero > report/e/inblob", mnt)
+    assert result.returncode != 0
+    assert os.strerror(errno.EFBIG) in result.stderr
+    result = sh("cat report/e/outblob", mnt)
+    assert result.returncode != 0
+    assert f"report/e/outblob: {os.strerror(errno.EINVAL)}" in result.stderr
+
+
+def test_outblob_is_cached_until_generation_moves(mnt: Path) -> None:
+    entry = mnt / "report" / "c"
+    os.mkdir(entry)
+    write_inblob(entry, REPORT_DATA)
+    first = (entry / "outblob").read_bytes()
+    # An armed GetQuote failure is only consumed when a report is really generated.
+    arm_fault(mnt, "outblob=EIO")
+    assert (entry / "outblob").read_bytes() == first
+    assert "outblob=EIO" in (mnt / CONTROL_FILE).read_text()
+    write_inblob(entry, REPORT_DATA)
+    assert read_errno(entry / "outblob") == errno.EIO
+    assert (entry / "outblob").read_bytes() == first  # same data: same (deterministic) quote
+    assert (entry / "generation").read_text() == "2\n"
+
+
+@pytest.mark.parametrize("err", [errno.EBUSY, errno.EIO, errno.ETIMEDOUT])
+def test_injected_outblob_errors(mnt: Path, err: int) -> None:
+    entry = mnt / "report" / "f"
+    os.mkdir(entry)
+    write_inblob(entry, REPORT_DATA)
+    arm_fault(mnt, f"outblob={errno.errorcode[err]}*2")
+    result = sh("cat report/f/outblob > /dev/null", mnt)
+    assert result.returncode != 0
+    assert f"report/f/outblob: {os.strerror(err)}" in result.stderr
+    assert read_errno(entry / "outblob") == err
+    assert len((entry / "outblob").read_bytes()) > 1000  # armed twice, so now it works
+
+
+def test_control_file_reads_back_and_refuses_nonsense(mnt: Path) -> None:
+    arm_fault(mnt, "race*2")
+    assert "race*2" in (mnt / CONTROL_FILE).read_text()
+    with pytest.raises(OSError) as info:
+        arm_fault(mnt, "outblob=ENOTHING")
+    assert info.value.errno == errno.EINVAL
+
+
+def test_concurrent_writer_moves_generation(mnt: Path) -> None:
+    entry = mnt / "report" / "r"
+    os.mkdir(entry)
+    arm_fault(mnt, "race")
+    before = int((entry / "generation").read_text())
+    write_inblob(entry, REPORT_DATA)
+    quote = (entry / "outblob").read_bytes()
+    after = int((entry / "generation").read_text())
+    assert after == before + 2
+    assert dcap_qvl.parse_quote(quote).report.report_data != REPORT_DATA
+
+
+def test_no_provider_and_wrong_provider(mnt: Path) -> None:
+    entry = mnt / "report" / "p"
+    os.mkdir(entry)
+    write_inblob(entry, REPORT_DATA)
+    arm_fault(mnt, "provider=none")
+    assert read_errno(entry / "provider") == errno.ENXIO
+    assert read_errno(entry / "outblob") == errno.ENXIO
+    with pytest.raises(OSError) as info:
+        os.mkdir(mnt / "report" / "other")
+    assert info.value.errno == errno.ENXIO
+    result = sh("cat report/p/provider", mnt)
+    assert os.strerror(errno.ENXIO) in result.stderr
+    arm_fault(mnt, "provider=sev_guest")
+    assert (entry / "provider").read_text() == "sev_guest\n"
+
+
+def test_two_concurrent_writers(mnt: Path, shared_state: SimState) -> None:
+    shared = mnt / "report" / "shared"
+    os.mkdir(shared)
+    barrier = threading.Barrier(2)
+    quotes: dict[int, bytes] = {}
+    failures: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        try:
+            barrier.wait()
+            for _ in range(10):
+                write_inblob(shared, bytes([index]) * 64)
+            own = mnt / "report" / f"own{index}"
+            os.mkdir(own)
+            write_inblob(own, bytes([index]) * 64)
+            quotes[index] = (own / "outblob").read_bytes()
+        except BaseException as exc:  # reported below, in the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not failures
+    assert (shared / "generation").read_text() == "20\n"
+    for index, quote in quotes.items():
+        assert dcap_qvl.parse_quote(quote).report.report_data == bytes([index]) * 64
+        verify(shared_state, quote)
+
+
+def test_cli_flags_arm_faults_and_sigterm_unmounts(shared_state: SimState, tmp_path: Path) -> None:
+    mountpoint = tmp_path / "tsm"
+    with mounted_tsm(
+        shared_state.path, mountpoint, "--fault", "outblob=ETIMEDOUT", "--abi", "6.7"
+    ) as proc:
+        entry = mountpoint / "report" / "a"
+        os.mkdir(entry)
+        assert "auxblob" in os.listdir(entry)
+        write_inblob(entry, REPORT_DATA)
+        assert read_errno(entry / "outblob") == errno.ETIMEDOUT
+        assert dcap_qvl.parse_quote((entry / "outblob").read_bytes()).report.report_data == (
+            REPORT_DATA
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert not os.path.ismount(mountpoint)
+
+
+def test_mount_refuses_a_missing_state(tmp_path: Path) -> None:
+    mountpoint = tmp_path / "tsm"
+    mountpoint.mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tdxsim",
+            "mount",
+            "--state",
+            str(tmp_path / "none"),
+            str(mountpoint),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "tdxsim: error: state_invalid" in result.stderr
+    assert not os.path.ismount(mountpoint)
