@@ -8,7 +8,6 @@ by configuring a recording command.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -20,6 +19,8 @@ Runner = Callable[[Sequence[str]], int]
 
 def run_command(argv: Sequence[str]) -> int:
     """Run ``argv`` with inherited stdio and return its exit status; raises OSError."""
+    import subprocess
+
     return subprocess.run(list(argv), check=False).returncode
 
 

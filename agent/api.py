@@ -13,7 +13,6 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -41,14 +40,17 @@ _REASON_SHAPE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _JSON: Final = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
-@dataclass
 class ReleasedKey:
     """The unsealed LUKS passphrase (in a bytearray, wiped by wipe()) and the verdict."""
 
-    attestation_id: str
-    image: str
-    verified_at: str
-    key: bytearray
+    def __init__(self, attestation_id: str, image: str, verified_at: str, key: bytearray) -> None:
+        self.attestation_id = attestation_id
+        self.image = image
+        self.verified_at = verified_at
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"ReleasedKey(image={self.image!r}, attestation_id={self.attestation_id!r})"
 
     def wipe(self) -> None:
         """Overwrite the key bytes with zeros and empty the buffer. Raises nothing."""
@@ -85,12 +87,12 @@ def make_session(ca_bundle: str | None) -> requests.Session:
     return session
 
 
-@dataclass
 class Deadline:
     """An absolute point on ``clock`` by which everything must be done."""
 
-    at: float
-    clock: Clock = time.monotonic
+    def __init__(self, at: float, clock: Clock = time.monotonic) -> None:
+        self.at = at
+        self.clock = clock
 
     @classmethod
     def after(cls, seconds: float, clock: Clock = time.monotonic) -> Deadline:
@@ -118,8 +120,6 @@ def retry_until(
     """
     import random
 
-    import tenacity
-
     draw = jitter or random.uniform
     attempts = 0
     last: list[TransientError] = []
@@ -136,15 +136,13 @@ def retry_until(
             last.append(exc)
             raise
 
-    def wait(state: tenacity.RetryCallState) -> float:
-        number = state.attempt_number
-        ceiling = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** (number - 1))
+    def next_delay() -> float:
+        ceiling = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** (attempts - 1))
         delay = draw(ceiling / 2, ceiling)
         error = last[-1] if last else None
         if error is not None and error.retry_after is not None:
             delay = max(delay, error.retry_after)
-        remaining = deadline.remaining()
-        if delay >= remaining:
+        if delay >= deadline.remaining():
             # The next attempt could not start in time: give up now, not at the deadline.
             give_up[0] = True
             delay = 0.0
@@ -152,9 +150,18 @@ def retry_until(
             on_retry(error, delay)
         return delay
 
+    # Most boots succeed at once: the retry machinery is imported only when needed.
+    try:
+        return run()
+    except TransientError:
+        pass
+    sleep(next_delay())
+
+    import tenacity
+
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TransientError),
-        wait=wait,
+        wait=lambda state: next_delay(),
         stop=tenacity.stop_never,
         sleep=sleep,
         reraise=True,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.api import BootClient, ReleasedKey, make_session, released
@@ -24,15 +23,23 @@ def file_ops() -> FileOps:
     return OsFileOps()
 
 
-@dataclass
 class BootContext:
     """What the flows need, injectable for tests: configuration, console, clock."""
 
-    config: Config
-    console: Console
-    clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-    waiter: DeviceWaiter = field(default_factory=DeviceWaiter)
+    def __init__(
+        self,
+        config: Config,
+        console: Console,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        waiter: DeviceWaiter | None = None,
+    ) -> None:
+        self.config = config
+        self.console = console
+        self.clock = clock
+        self.sleep = sleep
+        self.waiter = waiter if waiter is not None else DeviceWaiter(clock=clock, sleep=sleep)
 
     def quote_provider(self) -> TsmQuoteProvider:
         """The configfs-tsm quote provider at the configured root. Raises nothing."""

@@ -171,7 +171,6 @@ def _fail(console: Console, exc: AgentError, args: argparse.Namespace) -> AgentE
 
 
 def _cmd_boot(args: argparse.Namespace, console: Console) -> int:
-    from agent.actions import FailureActions
     from agent.boot import BootContext, unlock_volumes
 
     config = _config(args)
@@ -189,15 +188,15 @@ def _cmd_boot(args: argparse.Namespace, console: Console) -> int:
         raise
     except AgentError as exc:
         _fail(console, exc, args)
+        from agent.actions import FailureActions
+
         FailureActions(config).run()
         return exc.exit_code
     return EXIT_OK
 
 
 def _cmd_keyscript(args: argparse.Namespace, console: Console) -> int:
-    from agent.actions import FailureActions
     from agent.boot import BootContext, keyscript
-    from agent.config import FailureAction
 
     config = _config(args)
     volume = os.environ.get("CRYPTTAB_NAME") or None
@@ -207,6 +206,9 @@ def _cmd_keyscript(args: argparse.Namespace, console: Console) -> int:
         raise
     except AgentError as exc:
         _fail(console, exc, args)
+        from agent.actions import FailureActions
+        from agent.config import FailureAction
+
         actions = FailureActions(config)
         if config.on_failure is FailureAction.PROMPT:
             status = actions.ask_passphrase(volume or "the encrypted volume")

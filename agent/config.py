@@ -22,9 +22,8 @@ import enum
 import math
 import re
 import shlex
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 from urllib.parse import urlsplit
 
 from agent.errors import ConfigError
@@ -50,8 +49,7 @@ class FailureAction(enum.StrEnum):
     REBOOT = "reboot"
 
 
-@dataclass(frozen=True, slots=True)
-class Volume:
+class Volume(NamedTuple):
     """One LUKS volume: its mapper name, device spec (``UUID=...`` or a path), options."""
 
     name: str
@@ -59,8 +57,7 @@ class Volume:
     options: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
+class Config(NamedTuple):
     """The validated configuration; build it with load_config()."""
 
     server_url: str
@@ -78,15 +75,14 @@ class Config:
     poweroff_command: tuple[str, ...] = ("poweroff", "-f")
     reboot_command: tuple[str, ...] = ("reboot", "-f")
     askpass_command: tuple[str, ...] = ("/lib/cryptsetup/askpass",)
-    volumes: tuple[Volume, ...] = field(default_factory=tuple)
+    volumes: tuple[Volume, ...] = ()
 
     def volume(self, name: str) -> Volume | None:
         """The volume called ``name``, or None. Raises nothing."""
         return next((v for v in self.volumes if v.name == name), None)
 
 
-@dataclass(frozen=True, slots=True)
-class _Value:
+class _Value(NamedTuple):
     text: str
     key: str  # as the user wrote it: "[boot] deadline" or "tdx_attest.deadline"
     source: str  # a file path or CMDLINE_SOURCE

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TextIO
 
@@ -34,12 +33,12 @@ def failure_line(reason: str, message: str) -> str:
     return f"{TAG}: FAILED reason={reason} message={quote_message(message)}"
 
 
-@dataclass
 class Console:
-    """Writes outcome lines to ``kmsg`` (when it exists) and to ``stream``."""
+    """Writes outcome lines to ``kmsg`` (when it exists) and to ``stream`` (default stderr)."""
 
-    kmsg: Path | None = DEFAULT_KMSG
-    stream: TextIO = field(default_factory=lambda: sys.stderr)
+    def __init__(self, kmsg: Path | None = DEFAULT_KMSG, stream: TextIO | None = None) -> None:
+        self.kmsg = kmsg
+        self.stream = stream if stream is not None else sys.stderr
 
     def failure(self, reason: str, message: str) -> None:
         """Report a failure. Raises nothing: reporting must not mask the failure."""

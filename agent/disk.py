@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,18 +22,26 @@ CRYPTSETUP_WRONG_KEY: Final = 2
 _MAPPER_WAIT: Final = 5.0
 
 
-@dataclass
 class DeviceWaiter:
     """Waits (bounded) for a device given as ``UUID=...`` or a path.
 
     udev events wake the wait early when pyudev can listen; otherwise it polls.
     """
 
-    by_uuid_dir: Path = BY_UUID_DIR
-    clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-    poll_interval: float = 0.25
-    use_udev: bool = True
+    def __init__(
+        self,
+        by_uuid_dir: Path = BY_UUID_DIR,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        poll_interval: float = 0.25,
+        use_udev: bool = True,
+    ) -> None:
+        self.by_uuid_dir = by_uuid_dir
+        self.clock = clock
+        self.sleep = sleep
+        self.poll_interval = poll_interval
+        self.use_udev = use_udev
 
     def wait(self, spec: str, timeout: float) -> Path:
         """The device node for ``spec``, once it exists; raises DiskError(device_not_found)."""
@@ -104,16 +110,25 @@ def _close_monitor(monitor: Any) -> None:
         monitor.stop()
 
 
-@dataclass
 class Cryptsetup:
     """Runs ``command + ["--key-file=-", *options, device, name]`` with the key on stdin."""
 
-    command: Sequence[str] = ("cryptsetup", "open")
-    check_mapper: bool = True
-    mapper_dir: Path = Path("/dev/mapper")
-    timeout: float = 120.0
-    clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
+    def __init__(
+        self,
+        command: Sequence[str] = ("cryptsetup", "open"),
+        *,
+        check_mapper: bool = True,
+        mapper_dir: Path = Path("/dev/mapper"),
+        timeout: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.command = tuple(command)
+        self.check_mapper = check_mapper
+        self.mapper_dir = mapper_dir
+        self.timeout = timeout
+        self.clock = clock
+        self.sleep = sleep
 
     def argv(self, device: Path, name: str, options: Sequence[str]) -> list[str]:
         """The command line (no key in it). Raises nothing."""
@@ -125,6 +140,8 @@ class Cryptsetup:
         Reasons: key_rejected (cryptsetup: no key slot opens), cryptsetup_failed,
         mapper_missing (cryptsetup succeeded but /dev/mapper/NAME did not appear).
         """
+        import subprocess
+
         argv = self.argv(device, name, options)
         try:
             process = subprocess.Popen(

@@ -19,8 +19,7 @@ import binascii
 import enum
 import hashlib
 import hmac
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives import hpke
@@ -154,8 +153,7 @@ def report_data(nonce: bytes, public_key: bytes) -> bytes:
     return nonce + public_key_digest(public_key)
 
 
-@dataclass(frozen=True, slots=True)
-class ReportDataCheck:
+class ReportDataCheck(NamedTuple):
     """Which halves of a quote's REPORTDATA match what the request claims."""
 
     nonce_matches: bool

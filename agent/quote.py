@@ -12,8 +12,7 @@ in v5 a body descriptor (type u16: 2 = TD 1.0, 3 = TD 1.5; size u32) before the 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from agent.errors import AgentError, LocalReason
 
@@ -54,8 +53,7 @@ class QuoteFormatError(AgentError):
         super().__init__(LocalReason.QUOTE_UNREADABLE, message)
 
 
-@dataclass(frozen=True, slots=True)
-class QuoteSummary:
+class QuoteSummary(NamedTuple):
     """The quote's version and its TD report fields, as raw bytes."""
 
     version: int

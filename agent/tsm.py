@@ -18,7 +18,6 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -117,15 +116,23 @@ def _os_error(exc: OSError, what: str) -> TsmError:
     return TsmError(reason, f"{text}; while {what}")
 
 
-@dataclass
 class TsmQuoteProvider:
     """QuoteProvider over a configfs-tsm report directory (``root``)."""
 
-    root: Path
-    files: FileOps = field(default_factory=OsFileOps)
-    sleep: Callable[[float], None] = time.sleep
-    attempts: int = DEFAULT_ATTEMPTS
-    backoff: float = 0.05
+    def __init__(
+        self,
+        root: Path,
+        files: FileOps | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        attempts: int = DEFAULT_ATTEMPTS,
+        backoff: float = 0.05,
+    ) -> None:
+        self.root = root
+        self.files: FileOps = files if files is not None else OsFileOps()
+        self.sleep = sleep
+        self.attempts = attempts
+        self.backoff = backoff
 
     def get_quote(self, report_data: bytes) -> bytes:
         """Return a TDX quote over exactly 64 bytes of ``report_data``.

@@ -22,6 +22,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -104,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra-target", type=Path, help="where --extra-path dirs go in the image")
     parser.add_argument("--config", type=Path, help="agent.conf: its CA bundle comes along")
     parser.add_argument(
+        "--copy-into",
+        type=Path,
+        metavar="DESTDIR",
+        help="copy the plain files into this image tree and list only the executables",
+    )
+    parser.add_argument(
         "--ctypes-lib", action="append", default=[], help="soname loaded via ctypes"
     )
     args = parser.parse_args(argv)
@@ -120,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             ctypes_libs=(*DEFAULT_CTYPES_LIBS, *args.ctypes_lib),
             config=args.config,
         ):
+            if kind == "file" and args.copy_into is not None:
+                copy_into(args.copy_into, source, dest)
+                continue
             for path in (source, dest):
                 if any(ch.isspace() for ch in str(path)):
                     raise RuntimeFilesError(f"path with white space cannot be listed: {path}")
@@ -177,6 +187,22 @@ def runtime_files(
         bundle = _ca_bundle(config)
         if bundle is not None:
             yield "file", bundle, bundle
+
+
+def copy_into(destdir: Path, source: Path, dest: Path) -> None:
+    """Copy ``source`` to ``destdir/dest`` (content, mode and mtime; links followed).
+
+    An existing target is left alone, as the image tools do. Bytecode stays valid
+    because the sources keep their mtimes. Raises RuntimeFilesError.
+    """
+    target = destdir / dest.relative_to(dest.anchor)
+    if target.exists():
+        return
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    except OSError as exc:
+        raise RuntimeFilesError(f"cannot copy {source} into the image: {exc}") from None
 
 
 def _ca_bundle(config: Path) -> Path | None:

@@ -35,6 +35,7 @@ COLLATERAL_FIELDS = (
 TCB_ISSUER_HEADERS = ("TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain")
 QE_ISSUER_HEADERS = ("SGX-Enclave-Identity-Issuer-Chain",)
 PCK_CRL_ISSUER_HEADERS = ("SGX-PCK-CRL-Issuer-Chain",)
+HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 API_SUFFIXES = ("/sgx/certification/v4", "/tdx/certification/v4")
 
 
@@ -251,7 +252,7 @@ def _crl_der(body: bytes) -> bytes:
     try:
         if stripped.startswith(b"-----BEGIN"):
             return x509.load_pem_x509_crl(stripped).public_bytes(Encoding.DER)
-        if stripped[:1] == b"0" and all(c in b"0123456789abcdefABCDEF" for c in stripped[:64]):
+        if stripped and all(c in HEX_DIGITS for c in stripped):
             candidate = bytes.fromhex(stripped.decode("ascii"))
             x509.load_der_x509_crl(candidate)
             return candidate

@@ -207,8 +207,8 @@ class TdReport:
         r = _Reader(data, "TD report")
         values = {name: r.take(size, name) for name, size in _TD_REPORT10_FIELDS}
         if td15:
-            return cls(**values, tee_tcb_svn2=r.take(16, "tee_tcb_svn2"),
-                       mr_service_td=r.take(48, "mr_service_td"))  # fmt: skip
+            svn2 = r.take(16, "tee_tcb_svn2")
+            return cls(**values, tee_tcb_svn2=svn2, mr_service_td=r.take(48, "mr_service_td"))
         return cls(**values)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import importlib
 import json
 import sys
@@ -99,8 +100,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
     print(f"initialised simulated TDX platform in {state.path}")
     print(f"  trust root:  {state.path / 'root_ca.der'}")
-    print(f"  collateral:  {state.path / 'collateral.json'} (valid until "
-          f"{format_time(state.params.next_update)})")  # fmt: skip
+    expiry = format_time(state.params.next_update)
+    print(f"  collateral:  {state.path / 'collateral.json'} (valid until {expiry})")
     print(f"  FMSPC {state.fmspc.hex().upper()}, platform TCB {state.platform_tcb}")
     return 0
 
@@ -112,6 +113,17 @@ def cmd_quote(args: argparse.Namespace) -> int:
         profile = profile.with_mrtd(args.mrtd.hex())
     for index, value in args.rtmr:
         profile = profile.with_rtmr(index, value)
+    if args.tee_tcb_svn is not None:
+        profile = profile.replace(tee_tcb_svn=args.tee_tcb_svn.hex())
+    platform: str | tcb.PlatformTcb | None = args.platform_tcb
+    if args.cpusvn is not None or args.pcesvn is not None:
+        base = tcb.preset(args.platform_tcb or state.platform_tcb)
+        platform = tcb.PlatformTcb(
+            name="custom",
+            cpusvn=args.cpusvn if args.cpusvn is not None else base.cpusvn,
+            pcesvn=args.pcesvn if args.pcesvn is not None else base.pcesvn,
+            tee_tcb_svn=base.tee_tcb_svn,
+        )
     td15 = None if args.body is None else args.body == "1.5"
     data = state.make_quote(
         args.report_data,
@@ -119,7 +131,8 @@ def cmd_quote(args: argparse.Namespace) -> int:
         version=args.quote_version,
         debug=args.debug,
         td15=td15,
-        platform_tcb=args.platform_tcb,
+        platform_tcb=platform,
+        qe_isvsvn=args.qe_svn,
     )
     _write_output(args.out, data)
     if args.out != "-":
@@ -230,11 +243,15 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 def cmd_collateral(args: argparse.Namespace) -> int:
     state = SimState.load(args.state)
-    changing = any(
-        v not in (None, [])
-        for v in (args.issue_date, args.next_update, args.valid_days, args.status, args.advisories,
-                  args.tcb_evaluation_data_number)
-    ) or args.reissue  # fmt: skip
+    options = (
+        args.issue_date,
+        args.next_update,
+        args.valid_days,
+        args.status,
+        args.advisories,
+        args.tcb_evaluation_data_number,
+    )
+    changing = args.reissue or any(v not in (None, []) for v in options)
     if changing:
         state.reissue_collateral(
             issue_date=args.issue_date,
@@ -259,18 +276,19 @@ def cmd_collateral(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    import hashlib
-
     state = SimState.load(args.state)
     print(f"state directory  {state.path}")
     print(f"seed             {state.seed}")
     print(f"root CA SHA-256  {hashlib.sha256(state.root_ca_der).hexdigest()}")
     print(f"FMSPC            {state.fmspc.hex().upper()}")
     print(f"platform TCB     {state.platform_tcb}")
-    print(f"collateral       {format_time(state.params.issue_date)} .. "
-          f"{format_time(state.params.next_update)}")  # fmt: skip
-    revoked = [f"{name} ({identity.serial:x})" for name, identity in state.pki.pck.items()
-               if identity.serial in state.revoked_pck]  # fmt: skip
+    window = f"{format_time(state.params.issue_date)} .. {format_time(state.params.next_update)}"
+    print(f"collateral       {window}")
+    revoked = [
+        f"{name} ({identity.serial:x})"
+        for name, identity in state.pki.pck.items()
+        if identity.serial in state.revoked_pck
+    ]
     print(f"revoked PCKs     {', '.join(revoked) or 'none'}")
     return 0
 
@@ -325,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quote-version", type=int, choices=(4, 5), default=4)
     p.add_argument("--body", choices=("1.0", "1.5"), help="v5 body: TDX 1.0 or 1.5 (default 1.5)")
     p.add_argument("--platform-tcb", choices=sorted(tcb.PRESETS), help="TCB preset for this quote")
+    p.add_argument("--cpusvn", type=_hex_bytes(16), metavar="HEX", help="custom CPUSVN (16 bytes)")
+    p.add_argument("--pcesvn", type=int, metavar="N", help="custom PCESVN")
+    p.add_argument("--tee-tcb-svn", type=_hex_bytes(16), metavar="HEX", help="TEE_TCB_SVN override")
+    p.add_argument("--qe-svn", type=int, metavar="N", help="ISVSVN the quoting enclave reports")
     p.add_argument("--out", required=True, metavar="FILE", help="output file ('-' for stdout)")
     p.set_defaults(func=cmd_quote)
 
@@ -371,8 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--next-update", type=_time, metavar="ISO8601")
     p.add_argument("--valid-days", type=int, metavar="N")
     p.add_argument("--status", type=_key_value, action="append", default=[], metavar="LEVEL=STATUS")
-    p.add_argument("--advisories", type=_key_value, action="append", default=[],
-                   metavar="LEVEL=ID,ID")  # fmt: skip
+    p.add_argument(
+        "--advisories", type=_key_value, action="append", default=[], metavar="LEVEL=ID,ID"
+    )
     p.add_argument("--tcb-evaluation-data-number", type=int, metavar="N")
     p.add_argument("--reissue", action="store_true", help="re-sign with fresh dates")
     p.add_argument("--out", metavar="FILE", help="write QuoteCollateralV3 JSON ('-' for stdout)")

@@ -25,10 +25,12 @@ For tests the server can fail (any status, N times or until cleared), stall, or 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -175,6 +177,8 @@ class _Controls:
     failures: list[_Failure] = field(default_factory=list)
     delay: float = 0.0
     requests: list[str] = field(default_factory=list)
+    # Open client connections: an outage must also cut kept-alive ones.
+    connections: set[socket.socket] = field(default_factory=set)
 
     def next_failure(self, path: str) -> int | None:
         with self.lock:
@@ -331,6 +335,11 @@ class PcsServer:
         if server is not None:
             server.shutdown()
             server.server_close()
+        with self._controls.lock:
+            connections = list(self._controls.connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
         if thread is not None:
             thread.join(timeout=5)
 
@@ -389,6 +398,17 @@ class PcsServer:
             server_version = "tdxsim-pcs"
             sys_version = ""
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with controls.lock:
+                    controls.connections.add(self.connection)
+
+            def finish(self) -> None:
+                with controls.lock:
+                    controls.connections.discard(self.connection)
+                with contextlib.suppress(OSError):
+                    super().finish()
 
             def do_GET(self) -> None:
                 with controls.lock:

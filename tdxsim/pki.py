@@ -156,6 +156,44 @@ def pck_extension_for(
     )
 
 
+def pck_label(platform: tcb.PlatformTcb) -> str:
+    """The derivation label of the PCK leaf for ``platform``. Raises nothing.
+
+    Presets keep their name; any other TCB is named by its values, so the same values
+    always give the same certificate.
+    """
+    if tcb.PRESETS.get(platform.name) == platform:
+        return "pck leaf " + platform.name
+    return f"pck leaf custom {platform.cpusvn.hex()} {platform.pcesvn} {platform.tee_tcb_svn.hex()}"
+
+
+def issue_pck_leaf(
+    seed: int, fmspc: bytes, platform: tcb.PlatformTcb, platform_ca: Identity
+) -> Identity:
+    """The PCK leaf certificate of ``platform``, issued by ``platform_ca``. Raises PkiError."""
+    label = pck_label(platform)
+    leaf_key = keys.derive_p256_key(seed, label)
+    extension = sgx_extension.encode(pck_extension_for(seed, fmspc, platform))
+    return Identity(
+        _certificate(
+            subject=PCK_NAME,
+            issuer=platform_ca.certificate.subject,
+            key=leaf_key,
+            issuer_key=platform_ca.key,
+            serial=keys.derive_serial(seed, label),
+            crl_url=PCK_CRL_URL,
+            ca_path_length=None,
+            is_ca=False,
+            extra=[
+                x509.UnrecognizedExtension(
+                    x509.ObjectIdentifier(sgx_extension.SGX_EXTENSION_OID), extension
+                )
+            ],
+        ),
+        leaf_key,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Pki:
     """The whole simulated PKI of one platform: CAs, TCB signer and one PCK leaf per preset."""
@@ -210,28 +248,10 @@ class Pki:
             ),
             tcb_key,
         )
-        pck = {}
-        for name, platform in tcb.PRESETS.items():
-            leaf_key = keys.derive_p256_key(seed, "pck leaf " + name)
-            extension = sgx_extension.encode(pck_extension_for(seed, fmspc, platform))
-            pck[name] = Identity(
-                _certificate(
-                    subject=PCK_NAME,
-                    issuer=PLATFORM_CA_NAME,
-                    key=leaf_key,
-                    issuer_key=ca_key,
-                    serial=keys.derive_serial(seed, "pck leaf " + name),
-                    crl_url=PCK_CRL_URL,
-                    ca_path_length=None,
-                    is_ca=False,
-                    extra=[
-                        x509.UnrecognizedExtension(
-                            x509.ObjectIdentifier(sgx_extension.SGX_EXTENSION_OID), extension
-                        )
-                    ],
-                ),
-                leaf_key,
-            )
+        pck = {
+            name: issue_pck_leaf(seed, fmspc, platform, platform_ca)
+            for name, platform in tcb.PRESETS.items()
+        }
         return cls(root=root, platform_ca=platform_ca, tcb_signing=tcb_signing, pck=pck)
 
     def pck_leaf(self, preset: str) -> Identity:

@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tdxsim import collateral as coll
 from tdxsim import keys, quote, tcb
-from tdxsim.errors import CollateralError, PkiError, StateError
-from tdxsim.pki import Pki, write_private
+from tdxsim.errors import CollateralError, PkiError, QuoteFormatError, StateError
+from tdxsim.pki import Identity, Pki, issue_pck_leaf, write_private
 from tdxsim.profile import Profile
 from tdxsim.qe import QuotingEnclave
 
@@ -260,28 +260,49 @@ class SimState:
         version: int = 4,
         debug: bool = False,
         td15: bool | None = None,
-        platform_tcb: str | None = None,
+        platform_tcb: str | tcb.PlatformTcb | None = None,
+        qe_isvsvn: int | None = None,
     ) -> bytes:
         """A signed TDX quote over ``report_data`` (64 bytes) for a TD measured as ``profile``.
 
         ``version`` 4 carries a TDX 1.0 body; 5 carries a TDX 1.5 body unless ``td15`` is
-        False. ``platform_tcb`` picks another TCB preset for this quote only. ``debug``
-        sets the TD's DEBUG attribute. Raises QuoteFormatError for bad REPORTDATA,
-        QuoteVersionError for an unsupported version, CollateralError/PkiError for an
-        unknown preset.
+        False. ``platform_tcb`` picks another TCB for this quote only: a preset name, or a
+        PlatformTcb with any CPUSVN/PCESVN/TEE_TCB_SVN (its PCK certificate is issued on
+        the fly, deterministically). ``qe_isvsvn`` makes the quoting enclave report another
+        ISVSVN (the QE identity's levels judge it). ``debug`` sets the TD's DEBUG attribute. Raises
+        QuoteFormatError for bad REPORTDATA, QuoteVersionError for an unsupported version,
+        CollateralError for an unknown preset.
         """
-        preset = tcb.preset(platform_tcb or self._platform_tcb)
+        if qe_isvsvn is not None and not 0 <= qe_isvsvn <= 0xFFFF:
+            raise QuoteFormatError(f"QE ISVSVN must be 0..65535, got {qe_isvsvn}")
+        platform = self._platform(platform_tcb)
         body15 = (version == 5) if td15 is None else td15
         report = quote.td_report(
-            profile or Profile.default(), report_data, preset, td15=body15, debug=debug
+            profile or Profile.default(), report_data, platform, td15=body15, debug=debug
         )
+        leaf = self.pck_leaf(platform)
         signer = quote.Signer(
             attestation_key=self._attestation_key,
-            pck=self.pki.pck_leaf(preset.name),
-            pck_chain_pem=self.pki.pck_chain_pem(preset.name),
-            qe=self.qe,
+            pck=leaf,
+            pck_chain_pem=leaf.pem + self.pki.platform_ca.pem + self.pki.root.pem,
+            qe=self.qe if qe_isvsvn is None else replace(self.qe, isvsvn=qe_isvsvn),
         )
-        return quote.sign(report, version, signer, preset.cpusvn).to_bytes()
+        return quote.sign(report, version, signer, platform.cpusvn).to_bytes()
+
+    def _platform(self, choice: str | tcb.PlatformTcb | None) -> tcb.PlatformTcb:
+        if isinstance(choice, tcb.PlatformTcb):
+            return choice
+        return tcb.preset(choice or self._platform_tcb)
+
+    def pck_leaf(self, platform: str | tcb.PlatformTcb | None = None) -> Identity:
+        """The PCK certificate and key of a TCB preset or custom TCB (default: current).
+
+        Raises CollateralError for an unknown preset name.
+        """
+        resolved = self._platform(platform)
+        if tcb.PRESETS.get(resolved.name) == resolved:
+            return self.pki.pck_leaf(resolved.name)
+        return issue_pck_leaf(self.seed, self._fmspc, resolved, self.pki.platform_ca)
 
     # -- tester controls -----------------------------------------------------------------------
 
@@ -293,23 +314,26 @@ class SimState:
         self._platform_tcb = tcb.preset(name).name
         self.save()
 
-    def revoke_pck(self, preset: str | None = None, *, serial: int | None = None) -> int:
+    def revoke_pck(
+        self, preset: str | tcb.PlatformTcb | None = None, *, serial: int | None = None
+    ) -> int:
         """Put a PCK leaf on the PCK CRL and re-issue the collateral; returns its serial.
 
-        Names the leaf by TCB preset (default: the current one) or by ``serial``. Raises
-        PkiError for an unknown leaf, OSError when saving fails.
+        Names the leaf by TCB preset or custom TCB (default: the current preset) or by
+        ``serial`` (of a preset's leaf). Raises PkiError for an unknown serial,
+        CollateralError for an unknown preset, OSError when saving fails.
         """
         if serial is None:
-            serial = self.pki.pck_leaf(preset or self._platform_tcb).serial
+            serial = self.pck_leaf(preset).serial
         elif self.pki.find_pck(serial) is None:
             raise PkiError(f"no PCK certificate with serial {serial:x}")
         self.revoked_pck[serial] = self._clock()
         self.save()
         return serial
 
-    def unrevoke_pck(self, preset: str | None = None) -> None:
-        """Take a PCK leaf off the CRL again and re-issue. Raises PkiError, OSError."""
-        self.revoked_pck.pop(self.pki.pck_leaf(preset or self._platform_tcb).serial, None)
+    def unrevoke_pck(self, preset: str | tcb.PlatformTcb | None = None) -> None:
+        """Take a PCK leaf off the CRL again and re-issue. Raises CollateralError, OSError."""
+        self.revoked_pck.pop(self.pck_leaf(preset).serial, None)
         self.save()
 
     def revoke_ca(self, which: str) -> int:

@@ -16,7 +16,11 @@ preset             CPUSVN[0:2] PCESVN  TEE_TCB_SVN   level it matches (default s
 ``unknown``        1 1           1     06 01 03      none ("No matching TCB level")
 =================  ==========  ======  ============  ===================================
 
-No I/O.
+Matching follows Intel's rules as dcap-qvl applies them: the first level (highest first)
+whose every SGX component, PCESVN and TDX component is at or below the platform's wins.
+When the TDX module version (TEE_TCB_SVN byte 1) is non-zero, the module's own SVN (byte 0)
+is judged by the ``TDX_01``-style module identities instead, so the presets vary byte 2
+(the TDX late microcode update) to pick a level. No I/O.
 """
 
 from __future__ import annotations

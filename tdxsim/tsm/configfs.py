@@ -29,7 +29,7 @@ from tdxsim.tsm.model import INBLOB_MAX, OUTBLOB_MAX, Attribute, AttrKind, Repor
 log = logging.getLogger(__name__)
 
 REPORT_GROUP = "report"
-ATTR_FILE_SIZE = 4096  # configfs shows every attribute with a page-sized i_size
+ATTR_FILE_SIZE = 4096  # configfs_init_file() gives text attributes a page-sized i_size
 _TEXT_WRITE_MAX = 4095  # SIMPLE_ATTR_SIZE - 1
 
 
@@ -62,8 +62,10 @@ class Node:
 
     @property
     def size(self) -> int:
-        """st_size as configfs reports it."""
-        return ATTR_FILE_SIZE if self.attr is not None else 0
+        """st_size as configfs sets it: a page for text attributes, 0 for binary ones."""
+        if self.attr is not None and self.attr.kind is AttrKind.TEXT:
+            return ATTR_FILE_SIZE
+        return 0
 
 
 class ConfigfsView:

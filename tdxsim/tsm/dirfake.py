@@ -26,7 +26,8 @@ import errno
 import fnmatch
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -93,26 +94,29 @@ class DirFake:
         """Like os.mkdir; raises OSError with the kernel's errno."""
         del mode  # configfs ignores the requested mode
         parts = self._parts(path)
-        self._check_fault("mkdir", parts)
-        try:
-            self.view.mkdir(parts)
-        finally:
-            self._sync()
+        with _os_errors(path):
+            self._check_fault("mkdir", parts)
+            try:
+                self.view.mkdir(parts)
+            finally:
+                self._sync()
 
     def rmdir(self, path: str | os.PathLike[str]) -> None:
         """Like os.rmdir (works on non-empty entries, as configfs does); raises OSError."""
         parts = self._parts(path)
-        self._check_fault("rmdir", parts)
-        try:
-            self.view.rmdir(parts)
-        finally:
-            self._sync()
+        with _os_errors(path):
+            self._check_fault("rmdir", parts)
+            try:
+                self.view.rmdir(parts)
+            finally:
+                self._sync()
 
     def listdir(self, path: str | os.PathLike[str]) -> list[str]:
         """Like os.listdir; raises OSError."""
         parts = self._parts(path)
-        self._check_fault("listdir", parts)
-        return self.view.listdir(parts)
+        with _os_errors(path):
+            self._check_fault("listdir", parts)
+            return self.view.listdir(parts)
 
     def exists(self, path: str | os.PathLike[str]) -> bool:
         """Like os.path.exists (False on any error, as os.path.exists). Raises nothing."""
@@ -132,8 +136,10 @@ class DirFake:
         """
         flags = _flags_for_mode(mode)
         parts = self._parts(path)
-        self._check_fault("open", parts)
-        return FakeFile(self, parts, self.view.open(parts, flags), binary="b" in mode)
+        with _os_errors(path):
+            self._check_fault("open", parts)
+            handle = self.view.open(parts, flags)
+        return FakeFile(self, parts, handle, binary="b" in mode, path=str(path))
 
     def read_bytes(self, path: str | os.PathLike[str]) -> bytes:
         """Open, read to EOF and close, like Path.read_bytes; raises OSError."""
@@ -163,7 +169,9 @@ class DirFake:
         try:
             rel = normalized.relative_to(self.root)
         except ValueError:
-            raise TsmError(errno.EXDEV, f"{path} is outside the tsm fake at {self.root}") from None
+            raise OSError(
+                errno.EXDEV, f"outside the tsm fake at {self.root}", os.fspath(path)
+            ) from None
         return [part for part in rel.parts if part not in {"", "."}]
 
     def _sync(self) -> None:
@@ -205,7 +213,10 @@ class DirFake:
 class FakeFile:
     """An open attribute of a :class:`DirFake` (unbuffered, like ``open(..., buffering=0)``)."""
 
-    def __init__(self, fake: DirFake, parts: list[str], handle: AttrFile, *, binary: bool):
+    def __init__(
+        self, fake: DirFake, parts: list[str], handle: AttrFile, *, binary: bool, path: str
+    ) -> None:
+        self.name = path
         self._fake = fake
         self._parts = parts
         self._handle = handle
@@ -216,18 +227,19 @@ class FakeFile:
     def read(self, size: int = -1) -> bytes | str:
         """Read up to ``size`` bytes (all to EOF when negative); raises OSError."""
         self._require_open()
-        self._fake._check_fault("read", self._parts)
         chunks: list[bytes] = []
         try:
-            while size < 0 or sum(map(len, chunks)) < size:
-                want = 65536 if size < 0 else size - sum(map(len, chunks))
-                chunk = self._handle.read(want, self._offset)
-                if not chunk:
-                    break
-                self._offset += len(chunk)
-                chunks.append(chunk)
-                if size >= 0:
-                    break
+            with _os_errors(self.name):
+                self._fake._check_fault("read", self._parts)
+                while size < 0 or sum(map(len, chunks)) < size:
+                    want = 65536 if size < 0 else size - sum(map(len, chunks))
+                    chunk = self._handle.read(want, self._offset)
+                    if not chunk:
+                        break
+                    self._offset += len(chunk)
+                    chunks.append(chunk)
+                    if size >= 0:
+                        break
         finally:
             self._fake._sync()
         data = b"".join(chunks)
@@ -237,8 +249,9 @@ class FakeFile:
         """Write all of ``data`` in one call at the current offset; raises OSError."""
         self._require_open()
         raw = data.encode("ascii") if isinstance(data, str) else bytes(data)
-        self._fake._check_fault("write", self._parts)
-        written = self._handle.write(raw, self._offset)
+        with _os_errors(self.name):
+            self._fake._check_fault("write", self._parts)
+            written = self._handle.write(raw, self._offset)
         self._offset += written
         return written
 
@@ -248,7 +261,8 @@ class FakeFile:
             return
         self.closed = True
         try:
-            self._fake._check_fault("close", self._parts)
+            with _os_errors(self.name):
+                self._fake._check_fault("close", self._parts)
         finally:
             self._handle.release()
             self._fake._sync()
@@ -267,6 +281,16 @@ class FakeFile:
     def _require_open(self) -> None:
         if self.closed:
             raise ValueError("I/O operation on closed file")
+
+
+@contextmanager
+def _os_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Raise what os would: OSError(errno, strerror, filename), so EEXIST is FileExistsError."""
+    try:
+        yield
+    except TsmError as exc:
+        err = exc.errno if exc.errno is not None else errno.EIO
+        raise OSError(err, os.strerror(err), os.fspath(path)) from exc
 
 
 def _flags_for_mode(mode: str) -> int:

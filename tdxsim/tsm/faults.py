@@ -10,6 +10,10 @@ written to the FUSE mount's control file, and through :meth:`FaultPlan.apply`:
 ``race[*N]``
     before each of the next N outblob reads another writer stores different 64 bytes in
     the entry's inblob, so generation moves past what the reader wrote.
+
+A quote request that timed out leaves the host's quote buffer in flight, after which the
+kernel answers EBUSY until the host finishes: ``outblob=ETIMEDOUT`` then
+``outblob=EBUSY*N`` plays that sequence.
 ``delay=SECONDS``
     every report generation stalls this long (until cleared with ``delay=0``).
 ``provider=NAME`` / ``provider=none``
@@ -103,8 +107,8 @@ class FaultPlan:
             elif key == "outblob":
                 name, times = _split_times(value)
                 self.fail_report(errno_from_name(name), times)
-            elif key.startswith("race"):
-                _, times = _split_times(text)
+            elif (key == "race" or key.startswith("race*")) and not value:
+                _, times = _split_times(key)
                 self.race(times)
             elif key == "delay":
                 self.set_delay(float(value))

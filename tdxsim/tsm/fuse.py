@@ -241,6 +241,14 @@ def serve(model: TsmModel, mountpoint: str, *, debug: bool = False) -> None:
         raise
 
 
+def _fault_spec(text: str) -> str:
+    try:
+        FaultPlan().apply(text)
+    except FaultSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def add_mount_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``mount`` subcommand (set_defaults(func=run)). Raises nothing."""
     parser = subparsers.add_parser(
@@ -266,6 +274,7 @@ def add_mount_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "--fault",
         action="append",
         default=[],
+        type=_fault_spec,
         metavar="SPEC",
         help="arm a fault at start: outblob=EIO*2, race*1, delay=1.5, provider=none|NAME",
     )

@@ -15,7 +15,13 @@ from tests.support.databases import (  # noqa: F401 - pytest fixtures
     postgres_database_url,
     sqlite_template,
 )
-from tests.support.fleet_fixtures import alice, bob, fleet, sim_state  # noqa: F401 - fixtures
+from tests.support.fleet_fixtures import (  # noqa: F401 - fixtures
+    alice,
+    bob,
+    fleet,
+    make_fleet,
+    sim_state,
+)
 from tests.support.sim_server import PASSPHRASE_PREFIX
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
@@ -12,8 +10,8 @@ from sqlalchemy import func, select
 from server.app import create_app
 from server.db.engine import session_scope
 from server.db.fleet import UsedSignature
-from tdxsim.state import SimState
-from tests.support.fleet_env import HOST_IP, FleetEnv, decoded, make_fleet_env
+from tests.support.fleet_env import HOST_IP, FleetEnv, decoded
+from tests.support.fleet_fixtures import FleetFactory
 from tests.support.miner_keys import MinerKey, json_body
 
 
@@ -106,8 +104,11 @@ def test_replay_is_refused_by_another_replica(fleet: FleetEnv, alice: MinerKey) 
     other = create_app(fleet.ctx.settings, fleet.clock, lambda fmspc, ca: "")
     headers = alice.headers(fleet.clock.unix)
     assert fleet.client().get("/servers/", headers=headers).status_code == 200
-    replica = TestClient(other, client=(HOST_IP, 40000))
-    refused(replica.get("/servers/", headers=headers), "already used")
+    try:
+        with TestClient(other, client=(HOST_IP, 40000)) as replica:
+            refused(replica.get("/servers/", headers=headers), "already used")
+    finally:
+        other.state.ctx.engine.dispose()
 
 
 def test_replay_records_expire_with_the_window(fleet: FleetEnv, alice: MinerKey) -> None:
@@ -143,8 +144,8 @@ def test_token_and_signature_together_are_refused(fleet: FleetEnv, alice: MinerK
     refused(fleet.client().get("/servers/", headers=headers), "not both")
 
 
-def test_window_is_a_setting(database_url: str, sim_state: SimState, tmp_path: Path) -> None:
-    env = make_fleet_env(database_url, sim_state, tmp_path, auth_window_seconds=30)
+def test_window_is_a_setting(make_fleet: FleetFactory) -> None:
+    env = make_fleet(auth_window_seconds=30)
     key = env.add_miner(MinerKey.from_seed(77))
     refused(env.signed("GET", "/servers/", key, timestamp=env.clock.unix - 31), "allowed: 30 s")
     assert env.signed("GET", "/servers/", key, timestamp=env.clock.unix - 29).status_code == 200

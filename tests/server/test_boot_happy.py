@@ -12,7 +12,9 @@ from tdxsim.state import SimState
 from tests.support.sim_server import sim_server
 
 
-def test_approved_image_gets_sealed_passphrase(tmp_path: Path, database_url: str, sim: SimState) -> None:
+def test_approved_image_gets_sealed_passphrase(
+    tmp_path: Path, database_url: str, sim: SimState
+) -> None:
     with sim_server(tmp_path, database_url, sim) as srv:
         passphrase = srv.register_image("golden")
         response, nonce, key = srv.boot(vm_name="vm-7")

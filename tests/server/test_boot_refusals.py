@@ -137,7 +137,9 @@ def test_missing_quote_field(srv: SimServer) -> None:
 
 def test_body_that_is_not_json(srv: SimServer) -> None:
     response = srv.client.post(
-        "/servers/boot/attestation", content=b"{not json", headers={"content-type": "application/json"}
+        "/servers/boot/attestation",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
     )
     assert_refused(response, 422, "request_invalid")
 
@@ -146,7 +148,10 @@ def test_public_key_of_wrong_length(srv: SimServer) -> None:
     quote, nonce, _ = honest_quote(srv)
     response = srv.client.post(
         "/servers/boot/attestation",
-        json={"quote": base64.b64encode(quote).decode(), "public_key": base64.b64encode(b"k" * 31).decode()},
+        json={
+            "quote": base64.b64encode(quote).decode(),
+            "public_key": base64.b64encode(b"k" * 31).decode(),
+        },
         headers={"X-Chutes-Nonce": nonce.hex()},
     )
     assert_refused(response, 422, "public_key_invalid")
@@ -195,7 +200,9 @@ def test_untrusted_root(tmp_path: Path, database_url: str, sim: SimState) -> Non
         assert_refused(response, 403, "cert_chain_untrusted")
 
 
-def test_intel_root_refuses_simulated_platform(tmp_path: Path, database_url: str, sim: SimState) -> None:
+def test_intel_root_refuses_simulated_platform(
+    tmp_path: Path, database_url: str, sim: SimState
+) -> None:
     with sim_server(tmp_path, database_url, sim, trust_root=None) as srv:
         srv.register_image("golden")
         response, _, _ = srv.boot()
@@ -213,18 +220,26 @@ NON_UPTODATE = [
     ("swhardening", None, "SWHardeningNeeded"),
     ("configneeded", None, "ConfigurationNeeded"),
     ("outofdate", None, "OutOfDate"),
-    ("swhardening", tcb.TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED, "ConfigurationAndSWHardeningNeeded"),
+    (
+        "swhardening",
+        tcb.TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED,
+        "ConfigurationAndSWHardeningNeeded",
+    ),
     ("outofdate", tcb.TcbStatus.OUT_OF_DATE_CONFIGURATION_NEEDED, "OutOfDateConfigurationNeeded"),
     ("revoked", None, "Revoked"),
 ]
 
 
-@pytest.mark.parametrize(("preset", "status", "expected"), NON_UPTODATE, ids=[e[2] for e in NON_UPTODATE])
+@pytest.mark.parametrize(
+    ("preset", "status", "expected"), NON_UPTODATE, ids=[e[2] for e in NON_UPTODATE]
+)
 def test_disallowed_tcb_status(
     srv: SimServer, preset: str, status: tcb.TcbStatus | None, expected: str
 ) -> None:
     if status is not None:
-        srv.sim.reissue_collateral(statuses={preset: status}, advisories={preset: ("INTEL-SA-99999",)})
+        srv.sim.reissue_collateral(
+            statuses={preset: status}, advisories={preset: ("INTEL-SA-99999",)}
+        )
         reimport(srv)
     response, _, _ = srv.boot(quote_kw={"platform_tcb": preset})
     message = assert_refused(response, 403, "tcb_status_rejected")
@@ -238,7 +253,9 @@ def test_unknown_tcb_level(srv: SimServer) -> None:
     assert_refused(response, 403, "tcb_status_rejected")
 
 
-def test_allowed_status_list_admits_outofdate(tmp_path: Path, database_url: str, sim: SimState) -> None:
+def test_allowed_status_list_admits_outofdate(
+    tmp_path: Path, database_url: str, sim: SimState
+) -> None:
     allowed = ("UpToDate", "OutOfDate")
     with sim_server(tmp_path, database_url, sim, allowed_tcb_statuses=allowed) as srv:
         srv.register_image("golden")
@@ -260,7 +277,11 @@ def test_debug_td(srv: SimServer) -> None:
 def test_measurement_mismatch(srv: SimServer, register: str) -> None:
     profile = Profile.default()
     changed = "ab" * 48
-    profile = profile.with_mrtd(changed) if register == "mrtd" else profile.with_rtmr(int(register[-1]), changed)
+    profile = (
+        profile.with_mrtd(changed)
+        if register == "mrtd"
+        else profile.with_rtmr(int(register[-1]), changed)
+    )
     response, _, _ = srv.boot(profile)
     message = assert_refused(response, 403, "measurement_mismatch")
     assert message.startswith(f"{register} differs from every approved image")
@@ -288,7 +309,9 @@ def test_retired_image_is_not_approved(tmp_path: Path, database_url: str, sim: S
 # -- collateral --------------------------------------------------------------------------------
 
 
-def test_pccs_unreachable_with_empty_cache(tmp_path: Path, database_url: str, sim: SimState) -> None:
+def test_pccs_unreachable_with_empty_cache(
+    tmp_path: Path, database_url: str, sim: SimState
+) -> None:
     with sim_server(tmp_path, database_url, sim, import_sim_collateral=False) as srv:
         srv.register_image("golden")
         response, _, _ = srv.boot()

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sqlalchemy import select
 
 from server.db.engine import session_scope
 from server.db.fleet import RuntimeAttestation, ServerGpu
 from server.db.models import Nonce
-from tdxsim.state import SimState
 from tests.support.fleet_env import (
     HOST_IP,
     IMAGE_NAME,
     FleetEnv,
     decoded,
     gpu,
-    make_fleet_env,
     server_args,
 )
+from tests.support.fleet_fixtures import FleetFactory
 from tests.support.miner_keys import MinerKey
 
 
@@ -114,12 +111,8 @@ def test_a_boot_attestation_older_than_the_window_does_not_count(
     assert "3600 s" in decoded(response)["message"]
 
 
-def test_the_boot_requirement_can_be_switched_off(
-    database_url: str, sim_state: SimState, tmp_path: Path
-) -> None:
-    env = make_fleet_env(
-        database_url, sim_state, tmp_path, registration_requires_boot_attestation=False
-    )
+def test_the_boot_requirement_can_be_switched_off(make_fleet: FleetFactory) -> None:
+    env = make_fleet(registration_requires_boot_attestation=False)
     key = env.add_miner(MinerKey.from_seed(5))
     response = env.register(key, "node-1")
     assert response.status_code == 201, response.text

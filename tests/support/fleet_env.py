@@ -76,6 +76,12 @@ class FleetEnv:
             self.clients[ip] = TestClient(self.app, client=(ip, 40000))
         return self.clients[ip]
 
+    def close(self) -> None:
+        """Close the clients and the database engine (PostgreSQL connections are few)."""
+        for client in self.clients.values():
+            client.close()
+        self.ctx.engine.dispose()
+
     # --- admin ---------------------------------------------------------------------------
 
     def add_miner(self, key: MinerKey) -> MinerKey:
@@ -190,6 +196,7 @@ def server_args(server_id: str, host: str = HOST_IP, *, gpus: int = 2) -> dict[s
 def make_fleet_env(database_url: str, state: SimState, tmp_path: Path, **settings: Any) -> FleetEnv:
     """An app on ``database_url`` trusting ``state``'s root, with one approved image whose
     runtime RTMR3 differs from its boot RTMR3 (as a running system extends it)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     root = tmp_path / "root_ca.der"
     root.write_bytes(state.root_ca_der)
     clock = FrozenClock(datetime.now(UTC).replace(microsecond=0))

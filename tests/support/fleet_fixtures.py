@@ -1,18 +1,21 @@
-"""Fixtures of the fleet tests; a test module imports the ones it uses by name.
+"""Fixtures of the fleet tests (registered by tests/server/conftest.py).
 
-``fleet`` is parametrized over SQLite and PostgreSQL through ``database_url`` (from
-tests/server/conftest.py).
+``fleet`` and ``make_fleet`` run on SQLite and PostgreSQL through ``database_url``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tdxsim.state import SimState
 from tests.support.fleet_env import FleetEnv, make_fleet_env
 from tests.support.miner_keys import MinerKey
+
+FleetFactory = Callable[..., FleetEnv]
 
 
 @pytest.fixture(scope="session")
@@ -22,9 +25,24 @@ def sim_state(tmp_path_factory: pytest.TempPathFactory) -> SimState:
 
 
 @pytest.fixture
-def fleet(database_url: str, sim_state: SimState, tmp_path: Path) -> FleetEnv:
+def make_fleet(database_url: str, sim_state: SimState, tmp_path: Path) -> Iterator[FleetFactory]:
+    """Build apps (settings as keyword arguments) on this test's database; closes them after."""
+    made: list[FleetEnv] = []
+
+    def build(**settings: Any) -> FleetEnv:
+        env = make_fleet_env(database_url, sim_state, tmp_path / f"app{len(made)}", **settings)
+        made.append(env)
+        return env
+
+    yield build
+    for env in made:
+        env.close()
+
+
+@pytest.fixture
+def fleet(make_fleet: FleetFactory) -> FleetEnv:
     """The app on a fresh database with one approved image."""
-    return make_fleet_env(database_url, sim_state, tmp_path)
+    return make_fleet()
 
 
 @pytest.fixture

@@ -40,8 +40,16 @@ def mounted_tsm(
     log_path = mountpoint.parent / f"{mountpoint.name}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tdxsim", "mount", "--state", str(state_dir), *extra_args,
-             str(mountpoint)],  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "tdxsim",
+                "mount",
+                "--state",
+                str(state_dir),
+                *extra_args,
+                str(mountpoint),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -19,8 +19,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tdxsim.pcs import PcsCollateral, PcsError, PcsServer
+from tdxsim.pcs import PcsCollateral, PcsError, PcsServer, _route
 from tdxsim.state import SimState
 from tests.tdxsim.conftest import FIXED_NOW_SECS, REPORT_DATA
 
@@ -60,7 +62,9 @@ def server(collateral: PcsCollateral) -> Iterator[PcsServer]:
 
 
 # -- documents (no network) --------------------------------------------------------------------
-def test_collateral_is_read_from_the_state(shared_state: SimState, collateral: PcsCollateral) -> None:
+def test_collateral_is_read_from_the_state(
+    shared_state: SimState, collateral: PcsCollateral
+) -> None:
     assert collateral.fmspc == shared_state.fmspc.hex().upper()
     assert collateral.ca == "platform"
     assert json.loads(collateral.tcb_info)["fmspc"].upper() == collateral.fmspc
@@ -71,6 +75,21 @@ def test_malformed_collateral_is_refused() -> None:
         PcsCollateral.from_collateral_json("{}")
     with pytest.raises(PcsError):
         PcsCollateral.from_collateral_json("not json")
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from([TCB, QE, PCKCRL, ROOTCRL, "/", "/x"]) | st.text(max_size=30),
+    query=st.dictionaries(
+        st.sampled_from(["fmspc", "ca", "encoding", "update", "x"]) | st.text(max_size=8),
+        st.lists(st.text(max_size=16), min_size=1, max_size=2),
+        max_size=4,
+    ),
+)
+def test_any_request_gets_a_clean_answer(
+    collateral: PcsCollateral, path: str, query: dict[str, list[str]]
+) -> None:
+    assert _route(collateral, path, query).status in {200, 400, 404}
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -136,9 +155,8 @@ def test_crls_and_their_headers(server: PcsServer, collateral: PcsCollateral) ->
     assert der.status_code == 200
     assert der.headers["content-type"] == "application/pkix-crl"
     assert unquote(der.headers["SGX-PCK-CRL-Issuer-Chain"]) == collateral.pck_crl_issuer_chain
-    assert x509.load_der_x509_crl(der.content).public_bytes(
-        x509.base.serialization.Encoding.DER
-    ) == (collateral.pck_crl)
+    assert der.content == collateral.pck_crl
+    assert "PCK Platform CA" in x509.load_der_x509_crl(der.content).issuer.rfc4514_string()
     pem = httpx.get(f"{server.url}{PCKCRL}", params={"ca": "platform"})
     assert x509.load_pem_x509_crl(pem.content) == x509.load_der_x509_crl(der.content)
     root = httpx.get(f"{server.url}{ROOTCRL}")
@@ -191,8 +209,12 @@ def test_stall_and_outage(server: PcsServer) -> None:
         httpx.get(server.url + ROOTCRL, timeout=0.2)
     server.set_delay(0)
     port = server.port
-    server.go_down()
-    assert not server.is_up
+    with httpx.Client(timeout=2) as kept_alive:
+        assert kept_alive.get(server.url + ROOTCRL).status_code == 200
+        server.go_down()
+        assert not server.is_up
+        with pytest.raises(httpx.TransportError):  # the open connection is cut too
+            kept_alive.get(server.url + ROOTCRL)
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.url + ROOTCRL, timeout=2)
     server.come_back()
@@ -203,8 +225,20 @@ def test_stall_and_outage(server: PcsServer) -> None:
 @pytest.mark.slow
 def test_cli_serves_fails_goes_down_and_stops(shared_state: SimState) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tdxsim", "pcs", "--state", str(shared_state.path),
-         "--listen", "127.0.0.1:0", "--fail", "503*1", "--outage", "0.5:1"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tdxsim",
+            "pcs",
+            "--state",
+            str(shared_state.path),
+            "--listen",
+            "127.0.0.1:0",
+            "--fail",
+            "503*1",
+            "--outage",
+            "1.5:0.5",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

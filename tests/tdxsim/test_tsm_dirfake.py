@@ -6,21 +6,25 @@ import errno
 import os
 from pathlib import Path
 
+import dcap_qvl
 import pytest
 
+from tdxsim.state import SimState
 from tdxsim.tsm.dirfake import DirFake
 from tdxsim.tsm.model import TsmModel
 
 REPORT_DATA = b"\x42" * 64
 
 
-def fake_quote(report_data: bytes) -> bytes:
-    return b"Q" + report_data
-
-
 @pytest.fixture
-def fake(tmp_path: Path) -> DirFake:
-    return DirFake(tmp_path / "tsm", TsmModel(fake_quote))
+def fake(tmp_path: Path, shared_state: SimState) -> DirFake:
+    return DirFake(tmp_path / "tsm", TsmModel(shared_state.make_quote))
+
+
+def quoted(quote: bytes) -> bytes:
+    """The REPORTDATA a quote carries."""
+    report_data: bytes = dcap_qvl.parse_quote(quote).report.report_data
+    return report_data
 
 
 def quote_like_a_client(fake: DirFake, name: str = "q") -> tuple[int, bytes, int]:
@@ -38,7 +42,8 @@ def quote_like_a_client(fake: DirFake, name: str = "q") -> tuple[int, bytes, int
 
 
 def test_a_client_sequence_gets_a_quote(fake: DirFake) -> None:
-    assert quote_like_a_client(fake) == (0, b"Q" + REPORT_DATA, 1)
+    before, quote, after = quote_like_a_client(fake)
+    assert (before, quoted(quote), after) == (0, REPORT_DATA, 1)
     assert fake.listdir(fake.root / "report") == []
 
 
@@ -97,8 +102,12 @@ def test_chunked_writes_commit_at_close(fake: DirFake) -> None:
         assert fake.read_text(entry / "generation") == "0\n"
     assert fake.read_text(entry / "generation") == "1\n"
     with fake.open(entry / "outblob", "rb") as handle:
-        assert handle.read(3) == b"Q" + REPORT_DATA[:2]
-        assert handle.read() == REPORT_DATA[2:]
+        head = handle.read(3)
+        assert isinstance(head, bytes)
+        assert len(head) == 3
+        rest = handle.read()
+        assert isinstance(rest, bytes)
+        assert quoted(head + rest) == REPORT_DATA
 
 
 @pytest.mark.parametrize(
@@ -121,7 +130,8 @@ def test_per_call_faults_fire_once(fake: DirFake, op: str, path: str, err: int) 
     assert info.value.errno == err
     if fake.exists("report/q"):
         fake.rmdir("report/q")
-    assert quote_like_a_client(fake) == (0, b"Q" + REPORT_DATA, 1)
+    before, quote, after = quote_like_a_client(fake)
+    assert (before, quoted(quote), after) == (0, REPORT_DATA, 1)
 
 
 def test_per_call_fault_n_times(fake: DirFake) -> None:
@@ -130,7 +140,7 @@ def test_per_call_fault_n_times(fake: DirFake) -> None:
         with pytest.raises(OSError) as info:
             quote_like_a_client(fake)
         assert info.value.errno == errno.EIO
-    assert quote_like_a_client(fake)[1] == b"Q" + REPORT_DATA
+    assert quoted(quote_like_a_client(fake)[1]) == REPORT_DATA
     assert ("read", "report/q/outblob") in fake.calls
 
 
@@ -140,14 +150,14 @@ def test_provider_faults_through_the_fake(fake: DirFake, err: int) -> None:
     with pytest.raises(OSError) as info:
         quote_like_a_client(fake)
     assert info.value.errno == err
-    assert quote_like_a_client(fake)[1] == b"Q" + REPORT_DATA
+    assert quoted(quote_like_a_client(fake)[1]) == REPORT_DATA
 
 
 def test_race_through_the_fake(fake: DirFake) -> None:
     fake.faults.race()
     before, quote, after = quote_like_a_client(fake)
     assert after == before + 2
-    assert quote != b"Q" + REPORT_DATA
+    assert quoted(quote) == bytes(b ^ 0xFF for b in REPORT_DATA)
 
 
 def test_no_provider_and_wrong_provider(fake: DirFake) -> None:
@@ -166,3 +176,23 @@ def test_unknown_operation_is_refused(fake: DirFake) -> None:
         fake.fail("chmod", "report", errno.EIO)
     with pytest.raises(ValueError):
         fake.fail("read", "report", errno.EIO, times=0)
+
+
+def test_errors_are_the_exception_classes_os_raises(fake: DirFake) -> None:
+    fake.mkdir("report/x")
+    with pytest.raises(FileExistsError):
+        fake.mkdir("report/x")
+    with pytest.raises(FileNotFoundError):
+        fake.rmdir("report/y")
+    with pytest.raises(FileNotFoundError):
+        fake.mkdir("nothing/here")
+    with pytest.raises(PermissionError):
+        fake.open("report/x/outblob", "wb")
+    with pytest.raises(FileNotFoundError) as info:
+        fake.read_bytes(fake.root / "report/y/outblob")
+    assert info.value.filename == str(fake.root / "report/y/outblob")
+    with pytest.raises(OSError) as failed:
+        fake.read_bytes("report/x/outblob")
+    assert type(failed.value) is OSError
+    assert failed.value.errno == errno.EINVAL
+    assert failed.value.strerror == os.strerror(errno.EINVAL)

@@ -74,6 +74,7 @@ def test_shell_tools_get_a_quote_that_verifies(mnt: Path, shared_state: SimState
         "mkdir report/q && cat report/q/provider report/q/generation"
         f" && dd if={mnt.parent}/rd.bin of=report/q/inblob bs=64 count=1 status=none"
         f" && cat report/q/outblob > {mnt.parent}/quote.bin && cat report/q/generation"
+        f" && dd if=report/q/outblob bs=100 status=none | cmp - {mnt.parent}/quote.bin"
         " && rmdir report/q && ls report",
         mnt,
     )
@@ -92,6 +93,8 @@ def test_tree_looks_like_configfs(mnt: Path) -> None:
     assert sorted(os.listdir(entry)) == ["generation", "inblob", "outblob", "provider"]
     modes = {name: stat.S_IMODE(os.stat(entry / name).st_mode) for name in os.listdir(entry)}
     assert modes == {"generation": 0o444, "provider": 0o444, "inblob": 0o200, "outblob": 0o444}
+    sizes = {name: os.stat(entry / name).st_size for name in os.listdir(entry)}
+    assert sizes == {"generation": 4096, "provider": 4096, "inblob": 0, "outblob": 0}
     assert stat.S_ISDIR(os.stat(entry).st_mode)
 
 
@@ -248,7 +251,7 @@ def test_mount_refuses_a_missing_state(tmp_path: Path) -> None:
             "--state",
             str(tmp_path / "none"),
             str(mountpoint),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -257,3 +260,25 @@ def test_mount_refuses_a_missing_state(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "tdxsim: error: state_invalid" in result.stderr
     assert not os.path.ismount(mountpoint)
+
+
+def test_two_shell_writers_each_count(mnt: Path) -> None:
+    os.mkdir(mnt / "report" / "s")
+    (mnt.parent / "rd64").write_bytes(REPORT_DATA)
+    write = f"dd if={mnt.parent}/rd64 of=report/s/inblob status=none || exit 1"
+    loop = f"for i in 1 2 3 4 5 6 7 8 9 10; do {write}; done"
+    result = sh(f"({loop}) & a=$!; ({loop}) & b=$!; wait $a && wait $b", mnt)
+    assert result.returncode == 0, result.stderr
+    assert (mnt / "report" / "s" / "generation").read_text() == "20\n"
+
+
+def test_the_agent_client_works_over_the_mount(mnt: Path, shared_state: SimState) -> None:
+    from agent.tsm import OsFileOps, TsmQuoteProvider
+
+    arm_fault(mnt, "race")
+    arm_fault(mnt, "outblob=EBUSY")
+    client = TsmQuoteProvider(mnt / "report", OsFileOps(), sleep=lambda seconds: None)
+    quote = client.get_quote(REPORT_DATA)
+    assert dcap_qvl.parse_quote(quote).report.report_data == REPORT_DATA
+    verify(shared_state, quote)
+    assert os.listdir(mnt / "report") == []

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tdxsim.tsm.configfs import ConfigfsView
 from tdxsim.tsm.errors import TsmError
@@ -96,8 +99,8 @@ def test_v6_7_layout_has_privlevel_and_auxblob(quoter: FakeQuoter) -> None:
     write(view, "report/a/privlevel", b"2\n")
     write(view, "report/a/privlevel", b"0x3")
     assert read(view, "report/a/generation") == b"2\n"
+    handle = view.open(["report", "a", "privlevel"], os.O_WRONLY)
     for bad in (b"4", b"abc", b"", b"-1", b"09"):
-        handle = view.open(["report", "a", "privlevel"], os.O_WRONLY)
         assert errno_of(lambda data=bad: handle.write(data, 0)) == errno.EINVAL
     assert read(view, "report/a/generation") == b"2\n"
     write(view, "report/a/inblob", REPORT_DATA)
@@ -333,6 +336,16 @@ def test_fault_specs_parse_and_describe() -> None:
     plan.apply("clear")
     assert plan.snapshot().report_errors == ()
     assert plan.provider == "tdx_guest"
-    for bad in ("outblob=ENOTANERRNO", "outblob=EIO*0", "race*x", "delay=-1", "bogus", "provider="):
+    bad_specs = ("outblob=ENOTANERRNO", "outblob=EIO*0", "outblob=", "race*x", "race=3",
+                 "delay=-1", "delay=soon", "bogus", "provider=", "clear=1")  # fmt: skip
+    for bad in bad_specs:
         with pytest.raises(FaultSpecError):
             plan.apply(bad)
+
+
+@given(st.text(max_size=40))
+def test_any_fault_spec_either_applies_or_is_refused_cleanly(spec: str) -> None:
+    plan = FaultPlan()
+    with contextlib.suppress(FaultSpecError):
+        plan.apply_text(spec)
+    assert plan.describe().startswith("provider=")

@@ -208,3 +208,68 @@ def test_quote_is_refused_under_the_real_intel_root(
     reason = refusal(quote, shared_state.collateral_json, intel_root, FIXED_NOW_SECS)
 
     assert reason
+
+
+def _svns(*leading: int) -> bytes:
+    return bytes(leading) + bytes(16 - len(leading))
+
+
+@pytest.mark.parametrize(
+    ("cpusvn", "pcesvn", "tee_tcb_svn", "status"),
+    [
+        (_svns(9, 9, 9, 9, 9, 9, 9, 9), 20, _svns(9, 1, 9), "UpToDate"),
+        (_svns(4, 4, 2, 3, 1, 0, 5), 12, _svns(6, 1, 3), "ConfigurationNeeded"),
+        (_svns(4, 4, 2, 3, 1, 0, 5), 13, _svns(6, 1, 2), "SWHardeningNeeded"),
+        # Module SVN 3 is below TDX_01's UpToDate level (4): its OutOfDate level folds in.
+        (_svns(4, 4, 2, 3, 1, 0, 5), 13, _svns(3, 1, 3), "OutOfDate"),
+    ],
+    ids=["above-all", "pcesvn-12", "microcode-2", "old-module"],
+)
+def test_custom_platform_tcb_picks_its_level(
+    shared_state: SimState, cpusvn: bytes, pcesvn: int, tee_tcb_svn: bytes, status: str
+) -> None:
+    platform = tcb.PlatformTcb("custom", cpusvn, pcesvn, tee_tcb_svn)
+    quote = shared_state.make_quote(REPORT_DATA, platform_tcb=platform)
+
+    report = verify(quote, shared_state.collateral_json, shared_state.root_ca_der, FIXED_NOW_SECS)
+
+    assert report.status == status
+    assert parse_tdx_quote(quote).td_report.tee_tcb_svn == tee_tcb_svn
+
+
+def test_profile_tee_tcb_svn_overrides_the_platform(shared_state: SimState) -> None:
+    from tdxsim.profile import Profile
+
+    profile = Profile.default().replace(tee_tcb_svn=_svns(6, 1, 2).hex())
+    quote = shared_state.make_quote(REPORT_DATA, profile)
+
+    report = verify(quote, shared_state.collateral_json, shared_state.root_ca_der, FIXED_NOW_SECS)
+
+    assert report.status == "SWHardeningNeeded"
+
+
+def test_custom_platform_pck_can_be_revoked(make_state: Callable[..., SimState]) -> None:
+    state = make_state()
+    platform = tcb.PlatformTcb("custom", _svns(7, 7, 7), 14, _svns(6, 1, 3))
+    quote = state.make_quote(REPORT_DATA, platform_tcb=platform)
+
+    state.revoke_pck(platform)
+
+    assert state.make_quote(REPORT_DATA, platform_tcb=platform) == quote
+    assert "CertRevoked" in refusal(quote, state.collateral_json, state.root_ca_der, FIXED_NOW_SECS)
+
+
+def test_older_quoting_enclave_folds_in_its_qe_identity_status(shared_state: SimState) -> None:
+    quote = shared_state.make_quote(REPORT_DATA, qe_isvsvn=3)
+
+    report = verify(quote, shared_state.collateral_json, shared_state.root_ca_der, FIXED_NOW_SECS)
+
+    assert (report.status, report.advisory_ids) == ("OutOfDate", ["INTEL-SA-00837"])
+
+
+def test_quoting_enclave_below_every_qe_level_is_refused(shared_state: SimState) -> None:
+    quote = shared_state.make_quote(REPORT_DATA, qe_isvsvn=1)
+
+    reason = refusal(quote, shared_state.collateral_json, shared_state.root_ca_der, FIXED_NOW_SECS)
+
+    assert "QE ISVSVN 1 is below minimum" in reason

@@ -37,7 +37,8 @@ install() {
     config="$(tdx_config)"
     list="$(mktemp)" || return 1
     if ! "$prefix/bin/python" "$prefix/libexec/tdx_runtime_files.py" \
-        --venv "$prefix" --target /opt/tdx-boot-attest --config "$config" >"$list"; then
+        --venv "$prefix" --target /opt/tdx-boot-attest --config "$config" \
+        --copy-into "$initdir" >"$list"; then
         rm -f "$list"
         dfatal "tdx-boot-attest: cannot list the agent's runtime files"
         return 1

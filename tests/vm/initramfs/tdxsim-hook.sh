@@ -34,7 +34,8 @@ trap 'rm -f "$list"' EXIT
 	--venv "$prefix" --target /opt/tdx-boot-attest \
 	--entry tdxsim.cli --entry tdxsim.tsm.fuse --entry mfusepy \
 	--extra-path "$lib/tdxsim" --extra-path "$lib/mfusepy.py" \
-	--extra-target /usr/lib/tdxsim-test --ctypes-lib libfuse3.so.3 >"$list" ||
+	--extra-target /usr/lib/tdxsim-test --ctypes-lib libfuse3.so.3 \
+	--copy-into "$DESTDIR" >"$list" ||
 	die "cannot list the simulator's runtime files"
 
 tab="$(printf '\t')"

@@ -1,0 +1,164 @@
+"""Runtime attestation: miner request signing (hotkey file, bearer token) and the exchange."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sr25519
+
+from agent import protocol
+from agent.api import BootClient, make_session
+from agent.auth import BearerSigner, HotkeyError, HotkeySigner, signing_message
+from agent.cli import main
+from agent.errors import ServerRefused
+from agent.quote import parse_quote
+from agent.runtime import attest_runtime, runtime_paths
+from tests.agent.test_api import FakeClock, SyntheticQuotes, refusal
+from tests.support.miner_keys import MinerKey
+from tests.support.scripted_http import Answer, Request, ScriptedServer
+
+SEED = hashlib.sha256(b"runtime-test-miner").digest()
+NONCE = "cd" * 32
+
+
+@pytest.fixture
+def miner() -> MinerKey:
+    return MinerKey.from_seed(SEED)
+
+
+@pytest.fixture
+def hotkey_file(tmp_path: Path, miner: MinerKey) -> Path:
+    path = tmp_path / "hotkey.json"
+    path.write_text(
+        json.dumps(
+            {
+                "secretSeed": "0x" + SEED.hex(),
+                "publicKey": "0x" + miner.public_key.hex(),
+                "ss58Address": miner.hotkey,
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    scripted = ScriptedServer()
+    with scripted.running():
+        yield scripted
+
+
+def verify_signed(request: Request, miner: MinerKey) -> None:
+    headers = request.headers
+    assert headers[protocol.HOTKEY_HEADER] == miner.hotkey
+    message = signing_message(miner.hotkey, headers[protocol.NONCE_HEADER], request.body)
+    signature = bytes.fromhex(headers[protocol.SIGNATURE_HEADER])
+    assert sr25519.verify(signature, message, miner.public_key)
+
+
+def test_signatures_match_the_server_side_rule(hotkey_file: Path, miner: MinerKey) -> None:
+    signer = HotkeySigner.from_file(hotkey_file, clock=lambda: 1_700_000_000.7)
+    body = b'{"quote":"AAAA"}'
+    headers = signer.headers(body)
+    assert headers[protocol.NONCE_HEADER] == "1700000000"
+    message = f"{miner.hotkey}:1700000000:{hashlib.sha256(body).hexdigest()}".encode()
+    assert sr25519.verify(
+        bytes.fromhex(headers[protocol.SIGNATURE_HEADER]), message, miner.public_key
+    )
+    bodyless = signer.headers(b"")
+    tee = f"{miner.hotkey}:1700000000:tee".encode()
+    assert sr25519.verify(bytes.fromhex(bodyless[protocol.SIGNATURE_HEADER]), tee, miner.public_key)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json", "not JSON"),
+        ("[]", "not a JSON object"),
+        ('{"secretSeed": "00"}', "ss58Address"),
+        ('{"ss58Address": "5x"}', "secretSeed"),
+        ('{"ss58Address": "5x", "secretSeed": "0xzz"}', "not hexadecimal"),
+        ('{"ss58Address": "5x", "secretSeed": "0x00"}', "32 bytes"),
+        (
+            '{"ss58Address": "5x", "secretSeed": "0x' + "11" * 32 + '", "publicKey": "0x00"}',
+            "does not belong",
+        ),
+    ],
+)
+def test_bad_hotkey_files_are_named_without_the_secret(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "hotkey.json"
+    path.write_text(content)
+    with pytest.raises(HotkeyError) as caught:
+        HotkeySigner.from_file(path)
+    assert message in caught.value.message
+    assert "11" * 32 not in caught.value.message
+
+
+def test_bearer_signer() -> None:
+    assert BearerSigner("tok").headers(b"x") == {"Authorization": "Bearer tok"}
+
+
+def test_runtime_paths_escape_the_id() -> None:
+    assert runtime_paths("node/1") == ("/servers/node%2F1/nonce", "/servers/node%2F1/attestation")
+
+
+def test_runtime_exchange(server: ScriptedServer, hotkey_file: Path, miner: MinerKey) -> None:
+    nonce_path, attestation_path = runtime_paths("node-1")
+
+    def attestation(request: Request) -> Answer:
+        verify_signed(request, miner)
+        quote = base64.b64decode(json.loads(request.body)["quote"])
+        report_data = parse_quote(quote).report_data
+        assert report_data == bytes.fromhex(NONCE) + bytes(32)
+        return Answer(200, {"verified": True, "attestation_id": "rt-1"})
+
+    server.script("GET", nonce_path, Answer(200, {"nonce": NONCE, "expires_at": "x"}))
+    server.script("POST", attestation_path, attestation)
+    clock = FakeClock()
+    client = BootClient(
+        server.url, make_session(None), SyntheticQuotes(), clock=clock, sleep=clock.sleep
+    )
+    answer = attest_runtime(client, HotkeySigner.from_file(hotkey_file), "node-1", 30)
+    assert answer == {"verified": True, "attestation_id": "rt-1"}
+    verify_signed(server.requests[0], miner)
+    assert server.requests[0].body == b""
+
+
+def test_runtime_refusal_is_final(server: ScriptedServer) -> None:
+    nonce_path, _ = runtime_paths("node-1")
+    server.script("GET", nonce_path, refusal(401, "unauthenticated", "bad token"))
+    clock = FakeClock()
+    client = BootClient(
+        server.url, make_session(None), SyntheticQuotes(), clock=clock, sleep=clock.sleep
+    )
+    with pytest.raises(ServerRefused) as caught:
+        attest_runtime(client, BearerSigner("t"), "node-1", 30)
+    assert caught.value.reason == "unauthenticated"
+    assert server.requests[0].headers["Authorization"] == "Bearer t"
+
+
+def test_runtime_cli_reads_the_token_from_a_file(
+    server: ScriptedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nonce_path, _ = runtime_paths("node-1")
+    server.script("GET", nonce_path, refusal(401, "unauthenticated", "unknown token"))
+    token = tmp_path / "token"
+    token.write_text("secret-token-value\n")
+    config = tmp_path / "agent.conf"
+    config.write_text(f"[server]\nurl = {server.url}\nallow_http = true\n")
+    code = main(
+        ["runtime", "--config", str(config), "--cmdline", str(tmp_path / "none"),
+         "--kmsg", str(tmp_path / "none"), "--server-id", "node-1", "--token", str(token)]
+    )  # fmt: skip
+    assert code == 5
+    assert server.requests[0].headers["Authorization"] == "Bearer secret-token-value"
+    captured = capsys.readouterr()
+    assert "reason=unauthenticated" in captured.err
+    assert "secret-token-value" not in captured.out + captured.err

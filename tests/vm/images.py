@@ -1,0 +1,193 @@
+"""Build what the QEMU boot test boots: staged agent install, LUKS2 disk, initramfs images.
+
+Nothing here touches the host's own boot configuration: the agent is installed with
+``make install DESTDIR=...`` (as an image builder would, into a staging tree), and
+``mkinitramfs -d CONFDIR`` / ``dracut --conf`` run on private copies of the config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+REPO_ROOT: Final = Path(__file__).resolve().parents[2]
+HOOKS_DIR: Final = REPO_ROOT / "initramfs-hooks"
+TEST_GLUE_DIR: Final = Path(__file__).resolve().parent / "initramfs"
+IMAGE_PYTHON: Final = Path("/usr/bin/python3")
+AGENT_PREFIX: Final = "/opt/tdx-boot-attest"
+MARKER_NAME: Final = "tdx-vm-test-marker"
+REQUIRED_TOOLS: Final = (
+    "qemu-system-x86_64", "mkinitramfs", "lsinitramfs", "cryptsetup", "mke2fs", "dracut",
+    "lsinitrd",
+)  # fmt: skip
+
+
+class VmSetupError(Exception):
+    """A build step of the VM test failed; the message carries the tool's output."""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """An installed kernel: version string and its vmlinuz."""
+
+    version: str
+    vmlinuz: Path
+
+
+def missing_tools() -> list[str]:
+    """Executables the VM test needs that are not installed. Raises nothing."""
+    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+    if not IMAGE_PYTHON.is_file():
+        missing.append(str(IMAGE_PYTHON))
+    return missing
+
+
+def _version_key(version: str) -> list[int]:
+    return [int(n) for n in re.findall(r"\d+", version)]
+
+
+def find_kernel() -> Kernel:
+    """The newest installed Debian cloud kernel with its modules; raises VmSetupError."""
+    candidates = []
+    for vmlinuz in Path("/boot").glob("vmlinuz-*-cloud-amd64"):
+        version = vmlinuz.name.removeprefix("vmlinuz-")
+        if (Path("/lib/modules") / version / "modules.dep").is_file():
+            candidates.append(Kernel(version, vmlinuz))
+    if not candidates:
+        raise VmSetupError(
+            "no linux-image-*-cloud-amd64 kernel with modules is installed "
+            "(run scripts/install-system-deps.sh vm)"
+        )
+    return max(candidates, key=lambda k: _version_key(k.version))
+
+
+def run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 600,
+        input_bytes: bytes | None = None, cwd: Path | None = None) -> str:  # fmt: skip
+    """Run a build step; return its output or raise VmSetupError with the output tail."""
+    result = subprocess.run(
+        argv,
+        env=env,
+        input=input_bytes,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+    )
+    output = (result.stdout + result.stderr).decode("utf-8", errors="replace")
+    if result.returncode != 0:
+        tail = "\n".join(output.splitlines()[-40:])
+        raise VmSetupError(f"{' '.join(argv[:3])} ... failed ({result.returncode}):\n{tail}")
+    return output
+
+
+def stage_install(destdir: Path) -> Path:
+    """``make install DESTDIR=destdir`` from the repository; returns the staged venv."""
+    run(
+        ["make", "-C", str(REPO_ROOT), "install", f"DESTDIR={destdir}",
+         f"IMAGE_PYTHON={IMAGE_PYTHON}"],
+        timeout=900,
+    )  # fmt: skip
+    return destdir / AGENT_PREFIX.lstrip("/")
+
+
+def make_luks_disk(path: Path, *, passphrase: bytes, marker: str, uuid: str) -> None:
+    """A LUKS2 disk image whose ext4 file system holds the marker file.
+
+    The host may lack device-mapper, so the file system is built from a directory
+    (mke2fs -d) and then encrypted in place offline (cryptsetup reencrypt --encrypt),
+    which needs no dm-crypt. Fast PBKDF settings keep the guest's unlock quick.
+    """
+    content = path.parent / f"{path.name}.rootfs"
+    content.mkdir()
+    (content / MARKER_NAME).write_text(marker + "\n")
+    with path.open("wb") as handle:
+        handle.truncate(64 * 1024 * 1024)
+    run(["mke2fs", "-q", "-t", "ext4", "-L", "tdx-vm-root", "-d", str(content), str(path), "48M"])
+    run(
+        ["cryptsetup", "reencrypt", "--encrypt", "--type", "luks2", "--batch-mode",
+         "--reduce-device-size", "16M", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+         "--uuid", uuid, "--key-file=-", str(path)],
+        input_bytes=passphrase,
+    )  # fmt: skip
+    shutil.rmtree(content)
+
+
+def write_agent_config(path: Path, *, url: str, uuid: str, on_failure: str = "poweroff") -> Path:
+    """agent.conf for the guest: plain http to the host, the simulator's tsm, one volume."""
+    path.write_text(
+        "[server]\n"
+        f"url = {url}\n"
+        "allow_http = true\n"
+        "[tsm]\n"
+        "root = /run/tdxsim/report\n"
+        "[boot]\n"
+        "deadline = 120\n"
+        f"on_failure = {on_failure}\n"
+        "device_timeout = 60\n"
+        "[volume root]\n"
+        f"device = UUID={uuid}\n"
+    )
+    return path
+
+
+def stage_simulator(lib: Path) -> Path:
+    """Copy tdxsim and mfusepy (pure Python) into ``lib`` for the test initramfs."""
+    import mfusepy
+
+    lib.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(
+        REPO_ROOT / "tdxsim", lib / "tdxsim", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy2(str(mfusepy.__file__), lib / "mfusepy.py")
+    return lib
+
+
+def initramfs_tools_confdir(dest: Path, *, product: bool, simulator: bool) -> Path:
+    """A private copy of /etc/initramfs-tools with our hook/script and the test glue."""
+    shutil.copytree("/etc/initramfs-tools", dest, symlinks=True)
+    for sub in ("hooks", "scripts/local-top", "scripts/init-premount", "scripts/init-bottom"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    if product:
+        tools = HOOKS_DIR / "initramfs-tools"
+        _install_exec(tools / "hooks/tdx-boot-attest", dest / "hooks/tdx-boot-attest")
+        _install_exec(
+            tools / "scripts/local-top/tdx-boot-attest", dest / "scripts/local-top/tdx-boot-attest"
+        )
+    if simulator:
+        _install_exec(TEST_GLUE_DIR / "tdxsim-hook.sh", dest / "hooks/tdxsim-test")
+        _install_exec(
+            TEST_GLUE_DIR / "tdxsim-premount.sh", dest / "scripts/init-premount/tdxsim-test"
+        )
+        _install_exec(
+            TEST_GLUE_DIR / "marker-bottom.sh", dest / "scripts/init-bottom/tdx-vm-test-marker"
+        )
+    return dest
+
+
+def _install_exec(source: Path, target: Path) -> None:
+    shutil.copyfile(source, target)
+    target.chmod(0o755)
+
+
+def build_env(extra: dict[str, str]) -> dict[str, str]:
+    """The environment for image builds: ours plus the hooks' build-time overrides."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TDX_", "TDXSIM_"))}
+    env["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
+    env.update(extra)
+    return env
+
+
+def mkinitramfs(confdir: Path, out: Path, kernel: Kernel, env: dict[str, str]) -> str:
+    """Build an initramfs with the real mkinitramfs and ``confdir``; returns its output."""
+    return run(["mkinitramfs", "-d", str(confdir), "-o", str(out), kernel.version], env=env)
+
+
+def list_initramfs(image: Path) -> set[str]:
+    """The paths inside an initramfs-tools image (lsinitramfs), without a leading slash."""
+    output = run(["lsinitramfs", str(image)])
+    return {line.strip().lstrip("./") for line in output.splitlines() if line.strip()}
