@@ -22,7 +22,7 @@ deps: $(STAMP)
 
 ## The main job: a simulated TDX VM unlocks a LUKS2 disk end to end.
 demo: deps
-	$(VPY) -m tdxsim.demo
+	$(VPY) scripts/demo.py
 
 ## The whole test suite, as CI runs it: lint, unit, end-to-end and VM boot tests.
 test: deps lint

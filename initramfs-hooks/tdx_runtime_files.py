@@ -5,9 +5,13 @@ Run with the installed virtual environment's own interpreter, from an initramfs 
     /opt/tdx-boot-attest/bin/python tdx_runtime_files.py --venv /opt/tdx-boot-attest
 
 Prints one ``KIND<TAB>SOURCE<TAB>TARGET`` line per file, where KIND is ``exec`` (an ELF
-file whose shared libraries must come along: copy it with ``copy_exec``) or ``file``
-(``copy_file``). SOURCE is where the file is on this machine; TARGET is where it goes in
-the image (they differ when the venv was installed under a staging DESTDIR).
+file whose shared libraries must come along: copy it with ``copy_exec``), ``file``
+(a plain copy) or ``link`` (TARGET is a symbolic link to SOURCE). SOURCE is where the
+file is on this machine; TARGET is where it goes in the image (they differ when the venv
+was installed under a staging DESTDIR). With ``--copy-into DESTDIR`` the script copies
+the plain files and makes the links itself (one process instead of a thousand shell
+copies) and lists only the executables, which the image tool copies with their
+libraries.
 
 Which standard-library modules come along is decided twice and the answers joined: a
 static import walk (ModuleFinder, which also sees imports inside functions) over every
@@ -130,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             if kind == "file" and args.copy_into is not None:
                 copy_into(args.copy_into, source, dest)
                 continue
+            if kind == "link" and args.copy_into is not None:
+                link_into(args.copy_into, source, dest)
+                continue
             for path in (source, dest):
                 if any(ch.isspace() for ch in str(path)):
                     raise RuntimeFilesError(f"path with white space cannot be listed: {path}")
@@ -155,7 +162,11 @@ def runtime_files(
     site = _site_packages(venv)
     skipped = set(skip)
     yield "file", venv / "pyvenv.cfg", target / "pyvenv.cfg"
-    yield "exec", venv / "bin" / "python", target / "bin" / "python"
+    # The venv's python is a link to the system interpreter; the image gets the same
+    # link (to the real file, not through the build machine's staging path).
+    interpreter = (venv / "bin" / "python").resolve()
+    yield "exec", interpreter, interpreter
+    yield "link", interpreter, target / "bin" / "python"
     for script in sorted((venv / "bin").glob("tdx-boot-agent*")):
         yield "file", script, target / script.relative_to(venv)
 
@@ -203,6 +214,21 @@ def copy_into(destdir: Path, source: Path, dest: Path) -> None:
         shutil.copy2(source, target)
     except OSError as exc:
         raise RuntimeFilesError(f"cannot copy {source} into the image: {exc}") from None
+
+
+def link_into(destdir: Path, source: Path, dest: Path) -> None:
+    """Make ``destdir/dest`` a symbolic link to the absolute path ``source``.
+
+    Raises RuntimeFilesError.
+    """
+    target = destdir / dest.relative_to(dest.anchor)
+    if target.is_symlink() or target.exists():
+        return
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(source)
+    except OSError as exc:
+        raise RuntimeFilesError(f"cannot link {dest} in the image: {exc}") from None
 
 
 def _ca_bundle(config: Path) -> Path | None:

@@ -96,9 +96,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         reason = _STATUS_REASONS.get(exc.status_code, Reason.REQUEST_INVALID)
         message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        # FastAPI answers a body it cannot decode (e.g. not UTF-8) with 400: malformed
+        # input is a 422 here, like every other validation failure.
+        status = 422 if exc.status_code == 400 else exc.status_code
         return JSONResponse(
             error_body(reason, message),
-            status_code=exc.status_code,
+            status_code=status,
             headers=getattr(exc, "headers", None),
         )
 

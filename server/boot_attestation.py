@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from agent.protocol import (
     MAX_QUOTE_BYTES,
@@ -25,13 +25,12 @@ from agent.protocol import (
     parse_kem,
 )
 from server.context import ServerContext
-from server.db.engine import session_scope
 from server.db.models import BootAttestation, Image
 from server.dcap import DcapVerdict, verify_dcap
 from server.errors import AttestationRefused, NonceRejected, RequestInvalid, ServerError
 from server.key_release import HpkePublicKey, load_public_key, seal_for_agent
 from server.nonces import consume_nonce
-from server.policy import match_image
+from server.policy import APPROVED_IMAGE_COLUMNS, ApprovedImage, ImageRecord, match_image
 from server.quote import TdQuote, parse_td_quote
 
 ATTESTATION_LOG = logging.getLogger("tdx_attest.attestation")
@@ -72,7 +71,7 @@ class _Attempt:
     public_key_sha256: str | None = None
     kem: str | None = None
     dcap: DcapVerdict | None = None
-    image: Image | None = None
+    image: ImageRecord | None = None
 
 
 def attest_boot(ctx: ServerContext, request: BootRequest) -> BootResult:
@@ -102,13 +101,13 @@ def _run_steps(
     kem, public_key_raw, public_key = _step2_public_key(request, attempt)
     raw_quote = _step3_decode_quote(request.quote)
     attempt.quote_raw = raw_quote
-    _step4_consume_nonce(ctx, nonce, now)
+    images = _step4_consume_nonce_and_load_images(ctx, nonce, now)
     quote = parse_td_quote(raw_quote)
     attempt.quote = quote
     attempt.dcap = _step5_verify_dcap(ctx, quote, now)
     _step6_check_tcb_status(attempt.dcap, ctx.settings.allowed_tcb_statuses)
     _step7_refuse_debug(quote)
-    image = _step8_match_image(ctx, quote)
+    image = match_image(quote, images).image
     attempt.image = image
     _step9_check_report_data(quote, nonce, public_key_raw)
     sealed = _step10_release_key(ctx, image, public_key, kem, nonce)
@@ -155,9 +154,17 @@ def _step3_decode_quote(text: str) -> bytes:
     return raw
 
 
-def _step4_consume_nonce(ctx: ServerContext, nonce: bytes, now: datetime) -> None:
-    with session_scope(ctx.sessions) as session:
-        consume_nonce(session, nonce.hex(), now)
+def _step4_consume_nonce_and_load_images(
+    ctx: ServerContext, nonce: bytes, now: datetime
+) -> list[ApprovedImage]:
+    # One short transaction: the nonce is spent (committed before any verification, so
+    # a concurrent replica sees it used) and the policy is read as of that moment.
+    with ctx.engine.begin() as conn:
+        consume_nonce(conn, nonce.hex(), now)
+        rows = conn.execute(
+            select(*APPROVED_IMAGE_COLUMNS).where(Image.retired_at.is_(None)).order_by(Image.id)
+        )
+        return [ApprovedImage.from_mapping(row) for row in rows.mappings()]
 
 
 def _step5_verify_dcap(ctx: ServerContext, quote: TdQuote, now: datetime) -> DcapVerdict:
@@ -184,14 +191,6 @@ def _step7_refuse_debug(quote: TdQuote) -> None:
         )
 
 
-def _step8_match_image(ctx: ServerContext, quote: TdQuote) -> Image:
-    with session_scope(ctx.sessions) as session:
-        images = list(
-            session.scalars(select(Image).where(Image.retired_at.is_(None)).order_by(Image.id))
-        )
-    return match_image(quote, images).image
-
-
 def _step9_check_report_data(quote: TdQuote, nonce: bytes, public_key: bytes) -> None:
     try:
         check = check_report_data(quote.report_data, nonce, public_key)
@@ -208,7 +207,7 @@ def _step9_check_report_data(quote: TdQuote, nonce: bytes, public_key: bytes) ->
 
 
 def _step10_release_key(
-    ctx: ServerContext, image: Image, public_key: HpkePublicKey, kem: Kem, nonce: bytes
+    ctx: ServerContext, image: ImageRecord, public_key: HpkePublicKey, kem: Kem, nonce: bytes
 ) -> bytes:
     passphrase = ctx.master_key.unseal(image.sealed_passphrase, image.name)
     return seal_for_agent(passphrase, public_key, kem, nonce)
@@ -227,7 +226,8 @@ def _finish(
     verdict = "accepted" if refusal is None else "refused"
     reason = None if refusal is None else refusal.reason.value
     quote = attempt.quote
-    row = BootAttestation(
+    image_name = attempt.image.name if attempt.image is not None else None
+    row = dict(
         id=attempt.id,
         created_at=now,
         verdict=verdict,
@@ -236,7 +236,7 @@ def _finish(
         client_ip=request.client_ip,
         nonce=attempt.nonce,
         image_id=attempt.image.id if attempt.image is not None else None,
-        image_name=attempt.image.name if attempt.image is not None else None,
+        image_name=image_name,
         quote=attempt.quote_raw,
         tcb_status=attempt.dcap.tcb_status if attempt.dcap else None,
         advisory_ids=json.dumps(list(attempt.dcap.advisory_ids)) if attempt.dcap else None,
@@ -253,15 +253,15 @@ def _finish(
         else None,
         latency_ms=latency * 1000,
     )
-    with session_scope(ctx.sessions) as session:
-        session.add(row)
+    with ctx.engine.begin() as conn:
+        conn.execute(insert(BootAttestation).values(row))
     ctx.metrics.attestations.labels("boot", verdict, reason or "").inc()
     ctx.metrics.attestation_latency.labels("boot").observe(latency)
     log_attestation(
         "boot",
         verdict=verdict,
         reason=reason,
-        image=row.image_name,
+        image=image_name,
         client_ip=request.client_ip,
         latency_seconds=latency,
         attestation_id=attempt.id,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from agent.protocol import NONCE_BYTES, Reason
@@ -18,28 +19,47 @@ BOOT_SCOPE = "boot"
 PURGE_GRACE = timedelta(hours=1)
 
 
+@dataclass(frozen=True, slots=True)
+class IssuedNonce:
+    """A nonce as stored."""
+
+    nonce: str
+    scope: str
+    created_at: datetime
+    expires_at: datetime
+    client_ip: str | None
+
+
 def issue_nonce(
-    session: Session,
+    session: Session | Connection,
     now: datetime,
     ttl_seconds: int,
     client_ip: str | None,
     scope: str = BOOT_SCOPE,
-) -> Nonce:
+) -> IssuedNonce:
     """Store and return a fresh nonce valid for ``ttl_seconds``. Raises SQLAlchemy errors."""
-    nonce = Nonce(
+    nonce = IssuedNonce(
         nonce=secrets.token_bytes(NONCE_BYTES).hex(),
         scope=scope,
         created_at=now,
         expires_at=now + timedelta(seconds=ttl_seconds),
-        consumed_at=None,
         client_ip=client_ip,
     )
-    session.add(nonce)
-    session.flush()
+    session.execute(
+        insert(Nonce).values(
+            nonce=nonce.nonce,
+            scope=scope,
+            created_at=now,
+            expires_at=nonce.expires_at,
+            client_ip=client_ip,
+        )
+    )
     return nonce
 
 
-def consume_nonce(session: Session, nonce_hex: str, now: datetime, scope: str = BOOT_SCOPE) -> None:
+def consume_nonce(
+    session: Session | Connection, nonce_hex: str, now: datetime, scope: str = BOOT_SCOPE
+) -> None:
     """Mark the nonce used; exactly one caller can ever succeed for a given nonce.
 
     The single conditional UPDATE is the atomic step on both SQLite and PostgreSQL: the
@@ -56,7 +76,6 @@ def consume_nonce(session: Session, nonce_hex: str, now: datetime, scope: str = 
         )
         .values(consumed_at=now)
         .returning(Nonce.nonce)
-        .execution_options(synchronize_session=False)
     ).first()
     if claimed is not None:
         return
@@ -72,11 +91,7 @@ def consume_nonce(session: Session, nonce_hex: str, now: datetime, scope: str = 
     raise NonceRejected("nonce has expired; request a new one", Reason.NONCE_EXPIRED)
 
 
-def purge_nonces(session: Session, now: datetime) -> int:
+def purge_nonces(session: Session | Connection, now: datetime) -> int:
     """Delete nonces expired over PURGE_GRACE ago; return the count. Raises SQLAlchemy errors."""
-    result = session.execute(
-        delete(Nonce)
-        .where(Nonce.expires_at < now - PURGE_GRACE)
-        .execution_options(synchronize_session=False)
-    )
+    result = session.execute(delete(Nonce).where(Nonce.expires_at < now - PURGE_GRACE))
     return int(getattr(result, "rowcount", 0) or 0)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from agent.protocol import Reason
 from server.db.models import ANY_MEASUREMENT, Image
@@ -13,14 +14,75 @@ from server.quote import RTMR_NAMES, TdQuote
 BOOT_REGISTERS = ("mrtd", *RTMR_NAMES)
 
 
+class ImageRecord(Protocol):
+    """What policy reads of an image: an ORM ``Image`` or an ``ApprovedImage`` snapshot."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def mrtd(self) -> str: ...
+    @property
+    def boot_rtmr0(self) -> str: ...
+    @property
+    def boot_rtmr1(self) -> str: ...
+    @property
+    def boot_rtmr2(self) -> str: ...
+    @property
+    def boot_rtmr3(self) -> str: ...
+    @property
+    def runtime_rtmr0(self) -> str: ...
+    @property
+    def runtime_rtmr1(self) -> str: ...
+    @property
+    def runtime_rtmr2(self) -> str: ...
+    @property
+    def runtime_rtmr3(self) -> str: ...
+    @property
+    def mrconfigid(self) -> str | None: ...
+    @property
+    def mrowner(self) -> str | None: ...
+    @property
+    def sealed_passphrase(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovedImage:
+    """A read-only snapshot of an active image row (no ORM session needed)."""
+
+    id: int
+    name: str
+    mrtd: str
+    boot_rtmr0: str
+    boot_rtmr1: str
+    boot_rtmr2: str
+    boot_rtmr3: str
+    runtime_rtmr0: str
+    runtime_rtmr1: str
+    runtime_rtmr2: str
+    runtime_rtmr3: str
+    mrconfigid: str | None
+    mrowner: str | None
+    sealed_passphrase: bytes
+
+    @classmethod
+    def from_mapping(cls, row: Mapping[Any, Any]) -> ApprovedImage:
+        """Build from a row of the images table (extra columns are ignored). Raises KeyError."""
+        return cls(**{name: row[name] for name in cls.__slots__})
+
+
+APPROVED_IMAGE_COLUMNS = tuple(getattr(Image, name) for name in ApprovedImage.__slots__)
+
+
 @dataclass(frozen=True, slots=True)
 class ImageMatch:
     """The image a quote matched."""
 
-    image: Image
+    image: ImageRecord
 
 
-def boot_profile(image: Image) -> dict[str, str | None]:
+def boot_profile(image: ImageRecord) -> dict[str, str | None]:
     """Register name -> expected hex (None: not checked) for the boot measurement set."""
     return {
         "mrtd": image.mrtd,
@@ -33,7 +95,7 @@ def boot_profile(image: Image) -> dict[str, str | None]:
     }
 
 
-def runtime_profile(image: Image) -> dict[str, str | None]:
+def runtime_profile(image: ImageRecord) -> dict[str, str | None]:
     """Register name -> expected hex for the runtime set (``any`` registers are not checked)."""
     profile = boot_profile(image)
     for index, name in enumerate(RTMR_NAMES):
@@ -52,7 +114,9 @@ def differing_registers(quote: TdQuote, profile: dict[str, str | None]) -> list[
     ]
 
 
-def match_image(quote: TdQuote, images: Sequence[Image], *, runtime: bool = False) -> ImageMatch:
+def match_image(
+    quote: TdQuote, images: Sequence[ImageRecord], *, runtime: bool = False
+) -> ImageMatch:
     """The first active image whose profile the quote matches.
 
     Raises AttestationRefused(no_image_registered) when there is no active image and
@@ -61,7 +125,7 @@ def match_image(quote: TdQuote, images: Sequence[Image], *, runtime: bool = Fals
     """
     if not images:
         raise AttestationRefused("no approved image is registered", Reason.NO_IMAGE_REGISTERED)
-    closest: tuple[list[str], Image] | None = None
+    closest: tuple[list[str], ImageRecord] | None = None
     for image in images:
         profile = runtime_profile(image) if runtime else boot_profile(image)
         differing = differing_registers(quote, profile)

@@ -14,6 +14,9 @@ SUPPORTED_VERSIONS = frozenset({4, 5})
 TD_ATTRIBUTES_DEBUG_BIT = 0x01
 QUOTE_HEADER_BYTES = 48
 RTMR_NAMES = ("rtmr0", "rtmr1", "rtmr2", "rtmr3")
+PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
+PLATFORM_CACHE_SIZE = 1024
+_PLATFORMS: dict[bytes, tuple[str, str]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +69,7 @@ def parse_td_quote(raw: bytes) -> TdQuote:
     try:
         parsed = dcap_qvl.parse_quote(raw)
         report = parsed.report
-        fmspc = parsed.fmspc().lower()
-        ca = parsed.ca()
+        fmspc, ca = _platform_of(raw, parsed)
         fields = (
             report.mr_td,
             report.rt_mr0,
@@ -96,6 +98,26 @@ def parse_td_quote(raw: bytes) -> TdQuote:
         td_attributes=bytes(attributes),
         report_data=bytes(report_data),
     )
+
+
+def _platform_of(raw: bytes, parsed: dcap_qvl.Quote) -> tuple[str, str]:
+    """FMSPC and PCK CA from the quote's PCK certificate, cached by certificate chain.
+
+    Parsing the PCK certificate costs more than the rest of the quote; a platform sends
+    the same chain in every quote. The values only pick collateral: DCAP verification
+    checks the chain itself. Raises ValueError when the certificate cannot be read.
+    """
+    start = raw.find(PEM_BEGIN)
+    chain = raw[start:] if start >= 0 else b""
+    cached = _PLATFORMS.get(chain) if chain else None
+    if cached is not None:
+        return cached
+    platform = (parsed.fmspc().lower(), parsed.ca())
+    if chain:
+        if len(_PLATFORMS) >= PLATFORM_CACHE_SIZE:
+            _PLATFORMS.clear()
+        _PLATFORMS[chain] = platform
+    return platform
 
 
 def _first_line(exc: BaseException) -> str:

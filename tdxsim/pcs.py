@@ -34,10 +34,11 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -288,8 +289,18 @@ class PcsServer:
     :meth:`come_back`; :attr:`requests` lists the request targets served.
     """
 
-    def __init__(self, collateral: PcsCollateral, host: str = "127.0.0.1", port: int = 0):
-        self.collateral = collateral
+    def __init__(
+        self,
+        collateral: PcsCollateral,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        refresh: Callable[[], PcsCollateral | None] | None = None,
+    ) -> None:
+        self._collateral = collateral
+        # Called before each request; a new PcsCollateral replaces the served one (what a
+        # PCCS does when its cache is refreshed). None keeps the current documents.
+        self._refresh = refresh
         self.host = host
         self.port = port
         self._controls = _Controls()
@@ -298,6 +309,32 @@ class PcsServer:
         self._state_lock = threading.Lock()
 
     # -- life cycle -------------------------------------------------------------------------
+    @property
+    def collateral(self) -> PcsCollateral:
+        """The documents currently served."""
+        with self._controls.lock:
+            return self._collateral
+
+    @collateral.setter
+    def collateral(self, collateral: PcsCollateral) -> None:
+        self.set_collateral(collateral)
+
+    def set_collateral(self, collateral: PcsCollateral) -> None:
+        """Serve other documents from the next request on (e.g. re-issued). Raises nothing."""
+        with self._controls.lock:
+            self._collateral = collateral
+
+    def _current_collateral(self) -> PcsCollateral:
+        if self._refresh is not None:
+            try:
+                fresh = self._refresh()
+            except TdxSimError as exc:
+                log.warning("pcs: keeping the current collateral: %s", exc.message)
+                fresh = None
+            if fresh is not None:
+                self.set_collateral(fresh)
+        return self.collateral
+
     @property
     def url(self) -> str:
         """Base URL, e.g. ``http://127.0.0.1:8081`` (what a PCCS URL setting takes)."""
@@ -391,7 +428,7 @@ class PcsServer:
 
     # -- HTTP -------------------------------------------------------------------------------
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        collateral = self.collateral
+        current_collateral = self._current_collateral
         controls = self._controls
 
         class Handler(BaseHTTPRequestHandler):
@@ -423,7 +460,7 @@ class PcsServer:
                     return
                 try:
                     query = parse_qs(target.query, keep_blank_values=True, strict_parsing=False)
-                    reply = _route(collateral, target.path, query)
+                    reply = _route(current_collateral(), target.path, query)
                 except ValueError:
                     reply = _bad_request("malformed query")
                 self._send(reply)
@@ -480,17 +517,55 @@ def _outage_spec(text: str) -> tuple[float, float]:
     return values
 
 
+class _StateWatcher:
+    """Reloads a state directory's collateral when its files change on disk."""
+
+    def __init__(self, path: Path, load: Callable[[Path], PcsCollateral]) -> None:
+        self._path = path
+        self._load = load
+        self._seen: tuple[tuple[str, int, int], ...] = ()
+        self._lock = threading.Lock()
+
+    def _stamp(self) -> tuple[tuple[str, int, int], ...]:
+        stamps = []
+        for name in ("state.json", "collateral.json"):
+            try:
+                info = (self._path / name).stat()
+            except OSError:
+                continue
+            stamps.append((name, info.st_mtime_ns, info.st_size))
+        return tuple(stamps)
+
+    def load(self) -> PcsCollateral:
+        """Read the collateral now; raises StateError/PcsError."""
+        with self._lock:
+            self._seen = self._stamp()
+            return self._load(self._path)
+
+    def changed(self) -> PcsCollateral | None:
+        """The collateral if the files changed since the last read, else None."""
+        with self._lock:
+            if self._stamp() == self._seen:
+                return None
+        return self.load()
+
+
 def add_pcs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``pcs`` subcommand (set_defaults(func=run)). Raises nothing."""
     parser = subparsers.add_parser(
         "pcs",
         help="serve the state's collateral at Intel PCS v4 paths (a PCCS for tests)",
         description="Serve TCB info, QE identity and CRLs like Intel PCS v4 / a PCCS. "
-        "Prints the base URL once listening; runs until SIGTERM/SIGINT.",
+        "Prints the base URL once listening; runs until SIGTERM/SIGINT. Collateral "
+        "re-issued in the state directory is served from the next request on.",
     )
     parser.add_argument("--state", required=True, help="simulator state directory")
     parser.add_argument(
-        "--listen", type=_listen_address, default=("127.0.0.1", 8081), metavar="HOST:PORT"
+        "--listen",
+        type=_listen_address,
+        default=("127.0.0.1", 8081),
+        metavar="HOST:PORT",
+        help="address to serve on (default 127.0.0.1:8081; port 0 picks a free one)",
     )
     parser.add_argument(
         "--fail",
@@ -512,9 +587,11 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``tdxsim pcs``; returns the exit status. Raises PcsError / StateError."""
     from tdxsim.state import SimState
 
-    collateral = PcsCollateral.from_state(SimState.load(args.state))
+    watcher = _StateWatcher(
+        Path(args.state), lambda path: PcsCollateral.from_state(SimState.load(path))
+    )
     host, port = args.listen
-    server = PcsServer(collateral, host, port)
+    server = PcsServer(watcher.load(), host, port, refresh=watcher.changed)
     if args.fail:
         server.fail(args.fail[0], args.fail[1])
     if args.delay:

@@ -130,6 +130,8 @@ class SimState:
         root = Path(path)
         if (root / STATE_FILE).exists() and not overwrite:
             raise StateError(f"{root} already holds a simulator state (state.json exists)")
+        tcb.preset(platform_tcb)  # refuse a bad name before anything is written
+        params = coll.CollateralParams.fresh(clock(), validity)
         root.mkdir(parents=True, exist_ok=True)
         pki = Pki.generate(seed, fmspc)
         pki.save(root / PKI_DIR)
@@ -146,7 +148,7 @@ class SimState:
             platform_tcb=platform_tcb,
             pki=pki,
             attestation_key_pem=attestation_key,
-            params=coll.CollateralParams.fresh(clock(), validity),
+            params=params,
             revoked_pck={},
             revoked_ca={},
             clock=clock,
@@ -328,13 +330,13 @@ class SimState:
         elif self.pki.find_pck(serial) is None:
             raise PkiError(f"no PCK certificate with serial {serial:x}")
         self.revoked_pck[serial] = self._clock()
-        self.save()
+        self._new_crls()
         return serial
 
     def unrevoke_pck(self, preset: str | tcb.PlatformTcb | None = None) -> None:
         """Take a PCK leaf off the CRL again and re-issue. Raises CollateralError, OSError."""
         self.revoked_pck.pop(self.pck_leaf(preset).serial, None)
-        self.save()
+        self._new_crls()
 
     def revoke_ca(self, which: str) -> int:
         """Put ``pck_platform_ca`` or ``tcb_signing`` on the root CA's CRL; returns its serial.
@@ -346,8 +348,12 @@ class SimState:
             raise PkiError(f"cannot revoke {which!r} (use pck_platform_ca or tcb_signing)")
         serial = identities[which].serial
         self.revoked_ca[serial] = self._clock()
-        self.save()
+        self._new_crls()
         return serial
+
+    def _new_crls(self) -> None:
+        self.params = replace(self.params, crl_number=self.params.crl_number + 1)
+        self.save()
 
     def reissue_collateral(
         self,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime
 from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from server.clock import Clock, rfc3339
 from server.db.engine import make_engine, make_sessionmaker, session_scope
@@ -36,8 +39,14 @@ def run_miner_command(settings: Settings, args: argparse.Namespace, clock: Clock
     Raises RequestInvalid for a malformed hotkey, NotFound for an unknown miner,
     Conflict when removing a miner that still owns servers, and SQLAlchemy errors.
     """
-    sessions = make_sessionmaker(make_engine(settings.database_url, pool_size=1))
-    now = clock()
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        return _run(make_sessionmaker(engine), args, clock())
+    finally:
+        engine.dispose()
+
+
+def _run(sessions: sessionmaker[Session], args: argparse.Namespace, now: datetime) -> int:
     command = args.miner_command
     if command == "add":
         with session_scope(sessions) as session:

@@ -18,8 +18,12 @@ ServerId = Annotated[
     str,
     StringConstraints(min_length=1, max_length=SERVER_ID_MAX_CHARS, pattern=SERVER_ID_PATTERN),
 ]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-GpuUuid = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+# Printable text only: PostgreSQL refuses NUL in text columns, and nothing needs controls.
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+ShortText = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=PRINTABLE_PATTERN)
+]
+GpuUuid = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=PRINTABLE_PATTERN)]
 AttestationStatus = Literal["never_attested", "verified", "failed", "stale"]
 
 

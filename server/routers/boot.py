@@ -12,7 +12,6 @@ from agent.protocol import BOOT_ATTESTATION_PATH, NONCE_HEADER, NONCE_PATH, b64e
 from server.boot_attestation import BootRequest, attest_boot
 from server.clock import rfc3339
 from server.context import ServerContext
-from server.db.engine import session_scope
 from server.dependencies import client_ip, get_context
 from server.nonces import issue_nonce, purge_nonces
 from server.schemas import (
@@ -47,10 +46,10 @@ def get_nonce(
 ) -> NonceResponse:
     """Issue a single-use nonce. Raises SQLAlchemy errors (a 500) only if the database fails."""
     now = ctx.clock()
-    with session_scope(ctx.sessions) as session:
-        nonce = issue_nonce(session, now, ctx.settings.nonce_ttl_seconds, ip)
+    with ctx.engine.begin() as conn:
+        nonce = issue_nonce(conn, now, ctx.settings.nonce_ttl_seconds, ip)
         if _purge_due(ctx, now):
-            purge_nonces(session, now)
+            purge_nonces(conn, now)
             ctx.last_nonce_purge = now
     ctx.metrics.nonces_issued.labels("boot").inc()
     return NonceResponse(nonce=nonce.nonce, expires_at=rfc3339(nonce.expires_at))

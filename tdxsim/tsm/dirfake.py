@@ -120,8 +120,8 @@ class DirFake:
 
     def exists(self, path: str | os.PathLike[str]) -> bool:
         """Like os.path.exists (False on any error, as os.path.exists). Raises nothing."""
-        parts = self._parts(path)
         try:
+            parts = self._parts(path)
             self._check_fault("exists", parts)
             self.view.lookup(parts)
         except OSError:

@@ -1,7 +1,7 @@
 """A FUSE mount that behaves like /sys/kernel/config/tsm, for any program to use.
 
 ``tdxsim mount --state DIR [--profile FILE] MOUNTPOINT`` serves ``MOUNTPOINT/report/``
-exactly as the kernel's configfs-tsm report group with the tdx_guest provider (see
+as the kernel's configfs-tsm report group with the tdx_guest provider (see
 :mod:`tdxsim.tsm.model` for the ABI), backed by the simulator's quotes. It runs in the
 foreground, multithreaded, until SIGTERM or SIGINT, then unmounts.
 
@@ -278,7 +278,9 @@ def add_mount_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         metavar="SPEC",
         help="arm a fault at start: outblob=EIO*2, race*1, delay=1.5, provider=none|NAME",
     )
-    parser.add_argument("--quote-version", type=int, choices=[4, 5], default=4)
+    parser.add_argument(
+        "--quote-version", type=int, choices=[4, 5], default=4, help="quote format (default 4)"
+    )
     parser.add_argument("--debug-td", action="store_true", help="quote a TD with DEBUG set")
     parser.add_argument("--fuse-debug", action="store_true", help="libfuse debug output")
     parser.add_argument("mountpoint", help="an empty directory to mount on")

@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tdxsim.tsm.errors import TsmError
 from tdxsim.tsm.faults import FaultPlan
@@ -99,7 +99,6 @@ class ReportEntry:
     outblob: bytes | None = None
     auxblob: bytes | None = None
     alive: bool = True
-    quotes_made: int = field(default=0)
 
     def attribute(self, name: str) -> Attribute | None:
         """The attribute called ``name`` if this entry shows it. Raises nothing."""
@@ -229,7 +228,6 @@ class TsmModel:
                 entry.auxblob = None
                 entry.outblob = self._report_new(entry)
                 entry.auxblob = b""  # tdx_guest does not fill auxblob
-                entry.quotes_made += 1
                 entry.read_generation = entry.write_generation
             blob = entry.outblob if attr == OUTBLOB.name else entry.auxblob
             return blob if blob is not None else b""

@@ -19,20 +19,29 @@ from agent.errors import ServerRefused
 from agent.quote import parse_quote
 from agent.runtime import attest_runtime, runtime_paths
 from tests.agent.test_api import FakeClock, SyntheticQuotes, refusal
-from tests.support.miner_keys import MinerKey
 from tests.support.scripted_http import Answer, Request, ScriptedServer
 
 SEED = hashlib.sha256(b"runtime-test-miner").digest()
 NONCE = "cd" * 32
 
 
-@pytest.fixture
-def miner() -> MinerKey:
-    return MinerKey.from_seed(SEED)
+class Miner:
+    """An sr25519 key pair; the agent sends the file's address as is, so any text serves."""
+
+    def __init__(self, seed: bytes) -> None:
+        public, secret = sr25519.pair_from_seed(seed)
+        self.public_key = bytes(public)
+        self.secret_key = bytes(secret)
+        self.hotkey = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
 
 
 @pytest.fixture
-def hotkey_file(tmp_path: Path, miner: MinerKey) -> Path:
+def miner() -> Miner:
+    return Miner(SEED)
+
+
+@pytest.fixture
+def hotkey_file(tmp_path: Path, miner: Miner) -> Path:
     path = tmp_path / "hotkey.json"
     path.write_text(
         json.dumps(
@@ -53,7 +62,7 @@ def server() -> Iterator[ScriptedServer]:
         yield scripted
 
 
-def verify_signed(request: Request, miner: MinerKey) -> None:
+def verify_signed(request: Request, miner: Miner) -> None:
     headers = request.headers
     assert headers[protocol.HOTKEY_HEADER] == miner.hotkey
     message = signing_message(miner.hotkey, headers[protocol.NONCE_HEADER], request.body)
@@ -61,7 +70,7 @@ def verify_signed(request: Request, miner: MinerKey) -> None:
     assert sr25519.verify(signature, message, miner.public_key)
 
 
-def test_signatures_match_the_server_side_rule(hotkey_file: Path, miner: MinerKey) -> None:
+def test_signatures_match_the_server_side_rule(hotkey_file: Path, miner: Miner) -> None:
     signer = HotkeySigner.from_file(hotkey_file, clock=lambda: 1_700_000_000.7)
     body = b'{"quote":"AAAA"}'
     headers = signer.headers(body)
@@ -109,7 +118,7 @@ def test_runtime_paths_escape_the_id() -> None:
     assert runtime_paths("node/1") == ("/servers/node%2F1/nonce", "/servers/node%2F1/attestation")
 
 
-def test_runtime_exchange(server: ScriptedServer, hotkey_file: Path, miner: MinerKey) -> None:
+def test_runtime_exchange(server: ScriptedServer, hotkey_file: Path, miner: Miner) -> None:
     nonce_path, attestation_path = runtime_paths("node-1")
 
     def attestation(request: Request) -> Answer:

@@ -199,13 +199,15 @@ def test_failed_attempts_are_recorded_with_their_reason(
     assert row.miner_hotkey == alice.hotkey
 
 
+@pytest.mark.slow
 def test_runtime_loop_then_drift_then_stale(registered: FleetEnv, alice: MinerKey) -> None:
     """100 attestations pass; an RTMR drifts and the status fails; time passes: stale."""
-    for _ in range(100):
+    for round_number in range(1, 101):
         registered.clock.advance(30)
         response = registered.attest(alice, SERVER)
         assert response.status_code == 200, response.text
-        assert status_of(registered, alice)["attestation_status"] == "verified"
+        if round_number % 10 == 0:
+            assert status_of(registered, alice)["attestation_status"] == "verified"
     last_success = response.json()["verified_at"]
 
     registered.clock.advance(30)

@@ -18,6 +18,17 @@ class MountFailed(RuntimeError):
     """The FUSE mount did not come up (or did not go away) in time."""
 
 
+def is_mounted(path: Path) -> bool:
+    """True when ``path`` is a mount point, also when its FUSE server died (a stale mount)."""
+    target = os.path.realpath(path)
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 1 and fields[1].replace("\\040", " ") == target:
+                return True
+    return False
+
+
 def _wait(predicate: object, timeout: float, what: str) -> None:
     assert callable(predicate)
     deadline = time.monotonic() + timeout
@@ -55,7 +66,7 @@ def mounted_tsm(
         )
     try:
         try:
-            _wait(lambda: os.path.ismount(mountpoint) or proc.poll() is not None, timeout, "mount")
+            _wait(lambda: is_mounted(mountpoint) or proc.poll() is not None, timeout, "mount")
         except MountFailed:
             proc.kill()
             raise
@@ -70,7 +81,7 @@ def mounted_tsm(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if os.path.ismount(mountpoint):
+        if is_mounted(mountpoint):
             subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
 
 

@@ -154,3 +154,18 @@ def test_naive_and_offset_times_are_read_as_utc() -> None:
     )
     with pytest.raises(CollateralError):
         collateral.parse_time("yesterday")
+
+
+def test_init_refuses_bad_parameters_before_writing(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from tdxsim.errors import PkiError
+
+    target = Path(str(tmp_path)) / "bad"
+    with pytest.raises(CollateralError, match="unknown platform TCB"):
+        SimState.init(target, platform_tcb="nosuch")
+    with pytest.raises(CollateralError, match="after issueDate"):
+        SimState.init(target, validity=dt.timedelta(hours=-2))
+    assert not target.exists()
+    with pytest.raises(PkiError, match="FMSPC"):
+        SimState.init(target, fmspc=b"\0")

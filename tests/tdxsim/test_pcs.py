@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from tdxsim.pcs import PcsCollateral, PcsError, PcsServer, _route
 from tdxsim.state import SimState
-from tests.tdxsim.conftest import FIXED_NOW_SECS, REPORT_DATA
+from tests.tdxsim.conftest import FIXED_NOW_SECS, REPORT_DATA, fixed_clock
 
 TCB = "/tdx/certification/v4/tcb"
 QE = "/tdx/certification/v4/qe/identity"
@@ -77,7 +77,7 @@ def test_malformed_collateral_is_refused() -> None:
         PcsCollateral.from_collateral_json("not json")
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     path=st.sampled_from([TCB, QE, PCKCRL, ROOTCRL, "/", "/x"]) | st.text(max_size=30),
     query=st.dictionaries(
@@ -262,6 +262,56 @@ def test_cli_serves_fails_goes_down_and_stops(shared_state: SimState) -> None:
                 states.append(state)
             time.sleep(0.05)
         assert states[-2:] == ["down", "up"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_replaced_collateral_is_served_from_the_next_request(
+    make_state: Callable[..., SimState],
+) -> None:
+    state = make_state(seed=3)
+    with PcsServer(PcsCollateral.from_state(state)) as server:
+        fmspc = state.fmspc.hex()
+        before = httpx.get(f"{server.url}{TCB}", params={"fmspc": fmspc}).json()["tcbInfo"]
+        state.reissue_collateral(tcb_evaluation_data_number=99)
+        server.set_collateral(PcsCollateral.from_state(state))
+        after = httpx.get(f"{server.url}{TCB}", params={"fmspc": fmspc}).json()["tcbInfo"]
+    assert before["tcbEvaluationDataNumber"] != 99
+    assert after["tcbEvaluationDataNumber"] == 99
+
+
+@pytest.mark.slow
+def test_cli_serves_collateral_reissued_on_disk(make_state: Callable[..., SimState]) -> None:
+    state = make_state(seed=4)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tdxsim",
+            "pcs",
+            "--state",
+            str(state.path),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[-1]
+        target = f"{url}{TCB}?fmspc={state.fmspc.hex()}"
+        assert httpx.get(target).json()["tcbInfo"]["tcbEvaluationDataNumber"] != 77
+        SimState.load(state.path, clock=fixed_clock).reissue_collateral(
+            tcb_evaluation_data_number=77
+        )
+        assert httpx.get(target).json()["tcbInfo"]["tcbEvaluationDataNumber"] == 77
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -140,7 +141,6 @@ def test_load_refuses_a_key_that_does_not_match(make_state: Callable[..., SimSta
 def test_revocation_lists_carry_revoked_serials(make_state: Callable[..., SimState]) -> None:
     state = make_state()
     serial = state.revoke_pck("outofdate")
-    import json
 
     coll = json.loads(state.collateral_json)
     pck_crl = x509.load_der_x509_crl(bytes.fromhex(coll["pck_crl"]))
@@ -152,3 +152,5 @@ def test_revocation_lists_carry_revoked_serials(make_state: Callable[..., SimSta
     assert pck_crl.is_signature_valid(state.pki.platform_ca.key.public_key())
     assert root_crl.is_signature_valid(state.pki.root.key.public_key())
     assert pck_crl.next_update_utc == state.params.next_update
+    number = pck_crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert number == 2  # each new CRL gets the next number

@@ -15,8 +15,9 @@ from pathlib import Path
 import dcap_qvl
 import pytest
 
+from tdxsim.profile import Profile
 from tdxsim.state import SimState
-from tests.support.tsm_mount import CONTROL_FILE, arm_fault, mounted_tsm
+from tests.support.tsm_mount import CONTROL_FILE, arm_fault, is_mounted, mounted_tsm
 from tests.tdxsim.conftest import FIXED_NOW_SECS
 
 pytestmark = pytest.mark.slow
@@ -223,20 +224,21 @@ def test_two_concurrent_writers(mnt: Path, shared_state: SimState) -> None:
 
 def test_cli_flags_arm_faults_and_sigterm_unmounts(shared_state: SimState, tmp_path: Path) -> None:
     mountpoint = tmp_path / "tsm"
-    with mounted_tsm(
-        shared_state.path, mountpoint, "--fault", "outblob=ETIMEDOUT", "--abi", "6.7"
-    ) as proc:
+    args = ("--fault", "outblob=ETIMEDOUT", "--abi", "6.7", "--profile", "other", "--debug-td")
+    with mounted_tsm(shared_state.path, mountpoint, *args) as proc:
         entry = mountpoint / "report" / "a"
         os.mkdir(entry)
         assert "auxblob" in os.listdir(entry)
         write_inblob(entry, REPORT_DATA)
         assert read_errno(entry / "outblob") == errno.ETIMEDOUT
-        assert dcap_qvl.parse_quote((entry / "outblob").read_bytes()).report.report_data == (
-            REPORT_DATA
-        )
+        report = dcap_qvl.parse_quote((entry / "outblob").read_bytes()).report
+        assert report.report_data == REPORT_DATA
+        assert report.rt_mr1.hex() == Profile.builtin("other").rtmr1
+        assert report.rt_mr1.hex() != Profile.default().rtmr1
+        assert report.td_attributes[0] & 0x01  # DEBUG
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-        assert not os.path.ismount(mountpoint)
+        assert not is_mounted(mountpoint)
 
 
 def test_mount_refuses_a_missing_state(tmp_path: Path) -> None:
@@ -259,7 +261,7 @@ def test_mount_refuses_a_missing_state(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "tdxsim: error: state_invalid" in result.stderr
-    assert not os.path.ismount(mountpoint)
+    assert not is_mounted(mountpoint)
 
 
 def test_two_shell_writers_each_count(mnt: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from tdxsim import abi
 from tdxsim.errors import NotTdxError
+from tdxsim.state import SimState
 
 TDX_WINDOW = (1750329147, 1752919235)
 OUTDATED_WINDOW = (1771412331, 1774003275)
@@ -133,3 +134,15 @@ def test_quote_from_tappd_hex_parses(vectors_dir: Path) -> None:
 
     assert parsed.to_bytes() == data
     assert parsed.td_report.mr_td == dcap_qvl.parse_quote(data).report.mr_td
+
+
+def test_real_tdx_quote_is_refused_under_a_simulated_root(
+    vectors_dir: Path, shared_state: SimState
+) -> None:
+    quote = (vectors_dir / "tdx_quote").read_bytes()
+    collateral = dcap_qvl.QuoteCollateralV3.from_json(
+        (vectors_dir / "tdx_quote_collateral.json").read_text()
+    )
+
+    with pytest.raises(ValueError, match=r"(?i)root|chain|issuer|signature"):
+        dcap_qvl.verify_with_root_ca(quote, collateral, shared_state.root_ca_der, TDX_WINDOW[0])

@@ -191,3 +191,53 @@ def list_initramfs(image: Path) -> set[str]:
     """The paths inside an initramfs-tools image (lsinitramfs), without a leading slash."""
     output = run(["lsinitramfs", str(image)])
     return {line.strip().lstrip("./") for line in output.splitlines() if line.strip()}
+
+
+DRACUT_TEST_MODULE: Final = Path(__file__).resolve().parent / "dracut" / "99tdxsim-test"
+DRACUT_MODULES: Final = (
+    "systemd systemd-initrd systemd-udevd kernel-modules kernel-network-modules qemu "
+    "qemu-net rootfs-block crypt dm tdx-boot-attest"
+)
+
+
+def dracut_basedir(dest: Path, staged_root: Path, *, simulator: bool) -> Path:
+    """A private dracut tree: the system's, plus our staged module (and the test module).
+
+    dracut reads its modules from ``$dracutbasedir/modules.d``, so a symlink copy of
+    /usr/lib/dracut with ours added leaves the host's dracut untouched.
+    """
+    shutil.copytree("/usr/lib/dracut", dest, symlinks=True, copy_function=os.symlink)
+    ours = staged_root / "usr/lib/dracut/modules.d/90tdx-boot-attest"
+    if not (ours / "module-setup.sh").is_file():
+        raise VmSetupError(f"make install did not put the dracut module at {ours}")
+    shutil.copytree(ours, dest / "modules.d" / ours.name)
+    if simulator:
+        shutil.copytree(DRACUT_TEST_MODULE, dest / "modules.d" / DRACUT_TEST_MODULE.name)
+    return dest
+
+
+def dracut(basedir: Path, out: Path, kernel: Kernel, env: dict[str, str], *,
+           simulator: bool) -> str:  # fmt: skip
+    """Build a systemd-based initrd with the real dracut from ``basedir``; returns its log."""
+    confdir = basedir.parent / f"{basedir.name}.conf.d"
+    confdir.mkdir(exist_ok=True)
+    modules = DRACUT_MODULES + (" tdxsim-test" if simulator else "")
+    env = {**env, "dracutbasedir": str(basedir)}
+    return run(
+        ["dracut", "--force", "--no-hostonly", "--no-hostonly-cmdline", "--no-early-microcode",
+         "--compress", "zstd",
+         "--conf", "/dev/null", "--confdir", str(confdir), "--modules", modules,
+         "--kver", kernel.version, str(out)],
+        env=env,
+    )  # fmt: skip
+
+
+def list_dracut_image(image: Path) -> set[str]:
+    """The paths inside a dracut image (lsinitrd), without a leading slash."""
+    output = run(["lsinitrd", str(image)])
+    paths = set()
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) >= 9 and parts[0][:1] in "-dlcb":
+            paths.add(parts[8].lstrip("./"))
+    return paths

@@ -19,7 +19,7 @@ from typing import Final
 QEMU: Final = "qemu-system-x86_64"
 MEMORY_MB: Final = 1536
 PROBE_SECONDS: Final = 10.0
-_TIMESTAMP = re.compile(r"^\[\s*(\d+\.\d+)\]\s?(.*)$")
+_TIMESTAMP = re.compile(r"\[\s*(\d+\.\d+)\]")
 _accel_cache: dict[Path, str] = {}
 
 
@@ -44,10 +44,15 @@ class BootResult:
 
     def kernel_time(self, needle: str) -> float | None:
         """The printk timestamp (seconds since kernel start) of the first line with needle."""
+        # Shell output without a newline ("Begin: ... ") may precede a kernel line, so
+        # the timestamp is the last one before the needle on its line.
         for line in self.console.splitlines():
-            match = _TIMESTAMP.match(line.strip())
-            if match and needle in match.group(2):
-                return float(match.group(1))
+            at = line.find(needle)
+            if at < 0:
+                continue
+            stamps = [m for m in _TIMESTAMP.finditer(line) if m.end() <= at]
+            if stamps:
+                return float(stamps[-1].group(1))
         return None
 
 

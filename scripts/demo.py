@@ -1,0 +1,263 @@
+"""The whole story on one machine: a simulated TDX VM unlocks a LUKS2 disk end to end.
+
+Run by ``make demo``. Uses nothing but this project's commands, exactly as an operator
+and an image builder would: ``tdxsim`` (the simulated platform and its configfs-tsm FUSE
+device), ``tdx-attest-server`` (the verifier on SQLite, trusting the simulator's root),
+``cryptsetup`` and ``tdx-boot-agent``. Device-mapper may be absent, so the unlock is
+proven with ``cryptsetup open --test-passphrase``. A second VM booted with another
+image's measurements is refused, and the console shows why. Everything lives in a
+temporary directory that is removed on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+TDXSIM = str(BIN / "tdxsim")
+SERVER = str(BIN / "tdx-attest-server")
+AGENT = str(BIN / "tdx-boot-agent")
+
+
+def step(text: str) -> None:
+    """Announce a step of the story."""
+    print(f"\n==> {text}", flush=True)
+
+
+def show(argv: Sequence[str]) -> None:
+    print("    $ " + " ".join(shlex.quote(str(a)) for a in argv), flush=True)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    quiet: bool = False,
+    stdin: int | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command, print it and (indented) what it printed; raise on failure if asked."""
+    show(argv)
+    result = subprocess.run(
+        list(argv), env=env, capture_output=True, text=True, stdin=stdin, check=False
+    )
+    if not quiet:
+        # The agent's console lines (stderr) come before what its failure action prints.
+        for line in (result.stderr + result.stdout).splitlines():
+            print(f"      {line}")
+    if check and result.returncode != 0:
+        raise SystemExit(f"demo: {argv[0]} failed with exit status {result.returncode}")
+    return result
+
+
+class Background:
+    """Long-running processes of the demo (FUSE mounts, the server), stopped on exit."""
+
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> None:
+        show(argv)
+        with log.open("wb") as handle:
+            self.processes.append(
+                subprocess.Popen(list(argv), stdout=handle, stderr=subprocess.STDOUT, env=env)
+            )
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo: {what} did not come up within {timeout:g} s")
+        time.sleep(0.05)
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=1) as answer:  # noqa: S310
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def agent_config(path: Path, url: str, tsm_root: Path, disk: Path, on_failure: str) -> Path:
+    path.write_text(
+        "[server]\n"
+        f"url = {url}\n"
+        "allow_http = true                 ; loopback demo only: production uses https\n"
+        "[tsm]\n"
+        f"root = {tsm_root}\n"
+        "[boot]\n"
+        "deadline = 60\n"
+        f"on_failure = {on_failure}\n"
+        "; no device-mapper here: prove the key instead of mapping the volume\n"
+        "cryptsetup = cryptsetup open --test-passphrase\n"
+        "check_mapper = false\n"
+        "poweroff_command = /bin/echo '(demo) the VM would power off now'\n"
+        "[volume root]\n"
+        f"device = {disk}\n"
+    )
+    return path
+
+
+def main() -> int:
+    """Tell the story; returns 0 when the approved VM unlocked and the other was refused."""
+    background = Background()
+    workdir = Path(tempfile.mkdtemp(prefix="tdx-boot-attest-demo-"))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return story(workdir, background)
+    finally:
+        background.stop_all()
+        for mount in workdir.glob("tsm-*"):
+            if os.path.ismount(mount):
+                subprocess.run(["fusermount3", "-u", "-z", str(mount)], check=False)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(workdir)], check=False)
+        print(f"\n(cleaned up {workdir})")
+
+
+def story(work: Path, background: Background) -> int:
+    state = work / "sim"
+    step("A simulated TDX platform: Intel-style PKI, collateral and quoting")
+    run([TDXSIM, "init", str(state)])
+
+    step("The golden VM: its configfs-tsm (a FUSE device standing in for /sys/kernel/config/tsm)")
+    golden_tsm = work / "tsm-golden"
+    golden_tsm.mkdir()
+    background.start([TDXSIM, "mount", "--state", str(state), str(golden_tsm)], work / "m1.log")
+    wait_for((golden_tsm / "report").is_dir, "the FUSE mount")
+
+    step("Inside the golden VM, the agent shows the measurements a verifier will see")
+    golden_quote = work / "golden.quote"
+    run([AGENT, "quote", "--tsm-root", str(golden_tsm / "report"), "--out", str(golden_quote),
+         "--kmsg", "/nonexistent"])  # fmt: skip
+
+    step("The verifier: SQLite, a master key, the simulator's trust root and collateral")
+    env = {
+        **os.environ,
+        "TDX_ATTEST_DATABASE_URL": f"sqlite:///{work / 'verifier.db'}",
+        "TDX_ATTEST_MASTER_KEY_FILE": str(work / "master.key"),
+        "TDX_ATTEST_TRUST_ROOT": str(state / "root_ca.der"),
+        # Collateral is imported below; no PCCS is reachable in the demo.
+        "TDX_ATTEST_PCCS_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    run([SERVER, "master-key", "generate", str(work / "master.key")], env=env)
+    run([SERVER, "migrate"], env=env)
+    run([SERVER, "collateral", "import", str(state / "collateral.json")], env=env)
+
+    step("The image builder makes a LUKS2 disk; its passphrase goes to the verifier, sealed")
+    passphrase = work / "passphrase"
+    passphrase.write_bytes(secrets.token_urlsafe(32).encode())
+    passphrase.chmod(0o600)
+    disk = work / "root.img"
+    with disk.open("wb") as handle:
+        handle.truncate(32 * 1024 * 1024)
+    run(["cryptsetup", "luksFormat", "--type", "luks2", "--batch-mode", "--pbkdf", "pbkdf2",
+         "--pbkdf-force-iterations", "1000", "--key-file", str(passphrase), str(disk)])  # fmt: skip
+    run([SERVER, "image", "add", "golden", "--from-quote", str(golden_quote),
+         "--passphrase-file", str(passphrase)], env=env, quiet=True)  # fmt: skip
+    print("      image 'golden' registered with the golden quote's MRTD and RTMR0-3")
+    passphrase.unlink()
+    print("      the passphrase file is deleted: the key now exists only sealed in the verifier")
+
+    step("The verifier serves the API")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    background.start(
+        [SERVER, "serve", "--host", "127.0.0.1", "--port", str(port)], work / "server.log", env
+    )
+    wait_for(lambda: healthy(url), "the verifier")
+    print(f"      listening on {url}")
+
+    cmdline = work / "cmdline"
+    cmdline.write_text("BOOT_IMAGE=/vmlinuz root=/dev/mapper/root quiet\n")
+    kmsg = work / "kmsg"
+    kmsg.touch()
+
+    step("Boot of the golden VM: the agent attests and unlocks the disk")
+    conf = agent_config(work / "agent.conf", url, golden_tsm / "report", disk, "prompt")
+    boot = run([AGENT, "boot", "--config", str(conf), "--cmdline", str(cmdline),
+                "--kmsg", str(kmsg)], check=False)  # fmt: skip
+    unlocked = boot.returncode == 0
+
+    step("The same, as a crypttab keyscript= piped into the system's cryptsetup")
+    show([AGENT, "keyscript", "...", "|", "cryptsetup", "open", "--test-passphrase",
+          "--key-file=-", str(disk)])  # fmt: skip
+    keyscript = subprocess.Popen(
+        [AGENT, "keyscript", "--config", str(conf), "--cmdline", str(cmdline), "--kmsg",
+         str(kmsg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "CRYPTTAB_NAME": "root"},
+    )  # fmt: skip
+    if keyscript.stdout is None:  # pragma: no cover - stdout=PIPE always sets it
+        raise SystemExit("demo: no pipe from the agent")
+    opened = subprocess.run(
+        ["cryptsetup", "open", "--test-passphrase", "--key-file=-", str(disk)],
+        stdin=keyscript.stdout,
+        capture_output=True,
+        check=False,
+    )
+    keyscript.stdout.close()
+    _, err = keyscript.communicate()
+    for line in err.decode().splitlines():
+        print(f"      {line}")
+    piped = keyscript.returncode == 0 and opened.returncode == 0
+    print(f"      cryptsetup: {'the key opens a key slot' if piped else 'FAILED'}")
+
+    step("Another VM boots another image (RTMR1 differs: a different kernel)")
+    other_profile = work / "other-profile.json"
+    other_profile.write_text(run([TDXSIM, "profile", "show", "other"], quiet=True).stdout)
+    other_tsm = work / "tsm-other"
+    other_tsm.mkdir()
+    background.start(
+        [TDXSIM, "mount", "--state", str(state), "--profile", str(other_profile), str(other_tsm)],
+        work / "m2.log",
+    )
+    wait_for((other_tsm / "report").is_dir, "the second FUSE mount")
+    other_conf = agent_config(work / "other.conf", url, other_tsm / "report", disk, "poweroff")
+    refused = run([AGENT, "boot", "--config", str(other_conf), "--cmdline", str(cmdline),
+                   "--kmsg", str(kmsg)], check=False)  # fmt: skip
+    print(f"      exit status {refused.returncode} (5: the verifier refused)")
+
+    step("Result")
+    ok = unlocked and piped and refused.returncode == 5
+    print(f"      golden VM unlocked its disk:      {'yes' if unlocked else 'NO'}")
+    print(f"      keyscript key opened the disk:   {'yes' if piped else 'NO'}")
+    print(f"      other image refused, with reason: {'yes' if refused.returncode == 5 else 'NO'}")
+    print("      kernel log lines (/dev/kmsg in a real VM):")
+    for line in kmsg.read_text().splitlines():
+        print(f"        {line}")
+    print("\nDEMO " + ("PASSED" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

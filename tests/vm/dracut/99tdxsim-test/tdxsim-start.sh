@@ -1,0 +1,21 @@
+#!/bin/sh
+# Starts the simulated configfs-tsm at /run/tdxsim (profile from tdxsim.profile=NAME)
+# and returns once report/ exists; the FUSE server stays in the unit's cgroup.
+profile=default
+read -r cmdline </proc/cmdline
+for arg in $cmdline; do
+	case "$arg" in
+	tdxsim.profile=*) profile="${arg#tdxsim.profile=}" ;;
+	esac
+done
+mkdir -p /run/tdxsim
+PYTHONPATH=/usr/lib/tdxsim-test /opt/tdx-boot-attest/bin/python -m tdxsim.cli mount \
+	--state /etc/tdxsim-state \
+	--profile "/usr/lib/tdxsim-test/tdxsim/profiles/$profile.json" /run/tdxsim &
+i=0
+while [ ! -d /run/tdxsim/report ] && [ "$i" -lt 900 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+[ -d /run/tdxsim/report ] || exit 1
+echo "tdx-vm-test: simulated configfs-tsm ready (profile $profile)" >/dev/kmsg

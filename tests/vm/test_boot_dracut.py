@@ -1,0 +1,93 @@
+"""The same two boots with a dracut-built, systemd-based initrd and our dracut module.
+
+dracut-core and dracut-network install beside initramfs-tools on Debian, so the real
+dracut builds the image (from a private copy of its module tree, so the host's own
+initramfs tooling is untouched). In the initrd, systemd-networkd brings the network
+up, tdx-boot-attest.service runs the agent before cryptsetup-pre.target, and the root
+device appears once the agent has opened it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.vm import images, qemu
+from tests.vm.conftest import VmWorld
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+BOOT_TIMEOUT = 420.0
+BASE_CMDLINE = (
+    "console=ttyS0 root=/dev/mapper/root ro ip=dhcp panic=-1 printk.time=1 "
+    "rd.shell=0 systemd.show_status=1"
+)
+
+
+@pytest.fixture(scope="module")
+def dracut_image(vm_world: VmWorld) -> Path:
+    work = vm_world.root / "dracut"
+    work.mkdir()
+    basedir = images.dracut_basedir(work / "base", vm_world.venv.parents[1], simulator=True)
+    image = work / "initrd-dracut-test.img"
+    images.dracut(basedir, image, vm_world.kernel, vm_world.build_env(), simulator=True)
+    return image
+
+
+def test_module_puts_agent_unit_and_network_into_the_image(dracut_image: Path) -> None:
+    paths = images.list_dracut_image(dracut_image)
+    for expected in (
+        "opt/tdx-boot-attest/bin/tdx-boot-agent",
+        "opt/tdx-boot-attest/bin/python",
+        "etc/tdx-boot-attest/agent.conf",
+        "usr/lib/systemd/system/tdx-boot-attest.service",
+        "etc/systemd/system/initrd.target.wants/tdx-boot-attest.service",
+        "usr/lib/dracut/hooks/cmdline/10-tdx-boot-attest-cmdline.sh",
+        "usr/lib/systemd/systemd-networkd",
+    ):
+        assert any(p == expected or p.endswith("/" + expected) for p in paths), expected
+    assert not any(p.startswith("tmp/") for p in paths), "staging paths leaked into the image"
+
+
+def boot(vm_world: VmWorld, initrd: Path, profile: str, name: str) -> qemu.BootResult:
+    return qemu.boot(
+        kernel=vm_world.kernel.vmlinuz,
+        initrd=initrd,
+        disk=vm_world.disk,
+        append=f"{BASE_CMDLINE} tdxsim.profile={profile}",
+        console=vm_world.root / f"{name}.console",
+        timeout=BOOT_TIMEOUT,
+    )
+
+
+def test_golden_measurements_unlock_the_root_disk(vm_world: VmWorld, dracut_image: Path) -> None:
+    result = boot(vm_world, dracut_image, "default", "dracut-golden")
+
+    assert not result.timed_out, result.describe()
+    assert f"tdx-vm-test: marker={vm_world.marker}" in result.console, result.describe()
+    assert "/dev/mapper/root /sysroot ext4" in result.console, result.describe()
+    assert "FAILED reason=" not in result.console, result.describe()
+    unlocked = result.kernel_time("tdx-boot-attest: OK")
+    marker = result.kernel_time("tdx-vm-test: marker=")
+    assert unlocked is not None and marker is not None, result.describe()
+    vm_world.figures["dracut_boot"] = {
+        "accel": result.accel,
+        "kernel_start_to_unlocked_s": unlocked,
+        "kernel_start_to_root_mounted_s": marker,
+        "qemu_wall_s": round(result.seconds, 1),
+        "initrd_bytes": dracut_image.stat().st_size,
+    }
+
+
+def test_other_measurements_stay_locked_and_power_off(
+    vm_world: VmWorld, dracut_image: Path
+) -> None:
+    result = boot(vm_world, dracut_image, "other", "dracut-other")
+
+    assert not result.timed_out, result.describe()
+    failed = result.kernel_time("tdx-boot-attest: FAILED reason=measurement_mismatch")
+    assert failed is not None, result.describe()
+    assert "tdx-vm-test: marker=" not in result.console, result.describe()
+    powered_off = result.kernel_time("reboot: Power down")
+    assert powered_off is not None and powered_off >= failed, result.describe()
