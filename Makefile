@@ -26,6 +26,7 @@ demo: deps
 
 ## The whole test suite, as CI runs it: lint, unit, end-to-end and VM boot tests.
 test: deps lint
+	scripts/install-system-deps.sh vm
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 test-fast: deps

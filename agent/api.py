@@ -188,8 +188,10 @@ class BootClient:
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
         on_retry: Callable[[TransientError, float], None] | None = None,
+        kem: protocol.Kem = protocol.DEFAULT_KEM,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.kem = kem
         self.session = session
         self.quotes = quotes
         self.connect_timeout = connect_timeout
@@ -274,17 +276,14 @@ class BootClient:
         return _answer(response, f"{method} {path}")
 
     def _attempt(self, deadline: Deadline) -> ReleasedKey:
-        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
         nonce = self.get_nonce(deadline)
-        private_key = X25519PrivateKey.generate()
-        public_key = private_key.public_key().public_bytes_raw()
+        private_key, public_key = new_key_pair(self.kem)
         quote = self.quotes.get_quote(protocol.report_data(nonce, public_key))
         body = json.dumps(
             {
                 "quote": protocol.b64encode(quote),
                 "public_key": protocol.b64encode(public_key),
-                "kem": protocol.Kem.X25519.value,
+                "kem": self.kem.value,
             }
         ).encode()
         answer = self.request(
@@ -294,10 +293,31 @@ class BootClient:
             body=body,
             headers={protocol.NONCE_HEADER: protocol.nonce_to_hex(nonce)},
         )
-        return _open_release(answer, private_key, nonce)
+        return _open_release(answer, self.kem, private_key, nonce)
 
 
-def _open_release(answer: dict[str, Any], private_key: Any, nonce: bytes) -> ReleasedKey:
+def new_key_pair(kem: protocol.Kem) -> tuple[Any, bytes]:
+    """A fresh HPKE key pair for ``kem``: (private key, raw public key bytes). Raises nothing.
+
+    The hybrid KEM's public key travels as ML-KEM-768's 1184 bytes followed by X25519's 32.
+    """
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    classical = x25519.X25519PrivateKey.generate()
+    classical_raw = classical.public_key().public_bytes_raw()
+    if kem is protocol.Kem.X25519:
+        return classical, classical_raw
+    from cryptography.hazmat.primitives import hpke
+    from cryptography.hazmat.primitives.asymmetric import mlkem
+
+    post_quantum = mlkem.MLKEM768PrivateKey.generate()
+    raw = post_quantum.public_key().public_bytes_raw() + classical_raw
+    return hpke.MLKEM768X25519PrivateKey(post_quantum, classical), raw
+
+
+def _open_release(
+    answer: dict[str, Any], kem: protocol.Kem, private_key: Any, nonce: bytes
+) -> ReleasedKey:
     fields = {}
     for name in ("attestation_id", "image", "verified_at", "sealed_key"):
         value = answer.get(name)
@@ -310,7 +330,7 @@ def _open_release(answer: dict[str, Any], private_key: Any, nonce: bytes) -> Rel
         sealed = protocol.b64decode(fields["sealed_key"], "sealed_key")
     except protocol.ProtocolError as exc:
         raise TransportError(LocalReason.RESPONSE_INVALID, str(exc)) from None
-    suite = protocol.hpke_suite(protocol.Kem.X25519)
+    suite = protocol.hpke_suite(kem)
     try:
         key = bytearray(suite.decrypt(sealed, private_key, protocol.key_release_info(nonce)))
     except Exception:

@@ -15,6 +15,7 @@ from agent.config import Config, Volume
 from agent.console import Console
 from agent.disk import Cryptsetup, DeviceWaiter, write_all
 from agent.errors import ConfigError, DeadlineExceeded, LocalReason, TransientError
+from agent.protocol import Kem
 from agent.tsm import FileOps, OsFileOps, TsmQuoteProvider
 
 
@@ -58,6 +59,7 @@ class BootContext:
             clock=self.clock,
             sleep=self.sleep,
             on_retry=self._report_retry,
+            kem=Kem(config.kem),
         )
 
     def _report_retry(self, error: TransientError, delay: float) -> None:

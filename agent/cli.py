@@ -128,18 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args, console)
     except AgentError as exc:
-        if not getattr(exc, "reported", False):
+        if not exc.reported:
             console.failure(exc.reason, exc.message)
         _traceback(args)
         return exc.exit_code
     except KeyboardInterrupt:
-        console.failure("interrupted", "stopped by SIGINT")
+        console.failure(LocalReason.INTERRUPTED, "stopped by SIGINT")
         return EXIT_INTERRUPTED
     except Exception as exc:
         console.failure(
-            LocalReason.INTERNAL_ERROR
-            if hasattr(LocalReason, "INTERNAL_ERROR")
-            else "internal_error",
+            LocalReason.INTERNAL_ERROR,
             f"{type(exc).__name__}: {exc} (run with --verbose for the traceback)",
         )
         _traceback(args)
@@ -165,7 +163,7 @@ def _config(args: argparse.Namespace, *, require_server: bool = True) -> Config:
 def _fail(console: Console, exc: AgentError, args: argparse.Namespace) -> AgentError:
     """Print the failure line now (before the failure action runs) and mark it reported."""
     console.failure(exc.reason, exc.message)
-    exc.reported = True  # type: ignore[attr-defined]
+    exc.reported = True
     _traceback(args)
     return exc
 
@@ -240,7 +238,10 @@ def _cmd_quote(args: argparse.Namespace, console: Console) -> int:
 
         quote = TsmQuoteProvider(tsm_root, file_ops()).get_quote(report_data)
     if args.out is not None:
-        args.out.write_bytes(quote)
+        try:
+            args.out.write_bytes(quote)
+        except OSError as exc:
+            raise ConfigError(f"cannot write --out {args.out}: {exc.strerror}") from None
     summary = parse_quote(quote)
     fields = summary.as_hex()
     if args.json:

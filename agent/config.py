@@ -2,7 +2,7 @@
 
 File (read with configparser)::
 
-    [server]  url, ca_bundle, allow_http
+    [server]  url, ca_bundle, allow_http, kem
     [tsm]     root
     [boot]    deadline, on_failure, connect_timeout, read_timeout, device_timeout,
               cryptsetup, check_mapper, mapper_dir, poweroff_command, reboot_command,
@@ -63,6 +63,7 @@ class Config(NamedTuple):
     server_url: str
     ca_bundle: Path | None = None
     allow_http: bool = False
+    kem: str = "x25519"  # an agent.protocol.Kem value
     tsm_root: Path = DEFAULT_TSM_ROOT
     deadline: float = 300.0
     on_failure: FailureAction = FailureAction.PROMPT
@@ -101,7 +102,7 @@ _CMDLINE_KEYS: Final = {
     ("tsm", "root"): "tsm_root",
 }
 _FILE_KEYS: Final = {
-    "server": {"url", "ca_bundle", "allow_http"},
+    "server": {"url", "ca_bundle", "allow_http", "kem"},
     "tsm": {"root"},
     "boot": {
         "deadline",
@@ -288,6 +289,7 @@ def _build(
         server_url=url,
         ca_bundle=ca_bundle,
         allow_http=allow_http,
+        kem=_kem(values.get(("server", "kem"))),
         tsm_root=_path(values.get(("tsm", "root")), defaults.tsm_root),
         deadline=_seconds(values.get(("boot", "deadline")), defaults.deadline),
         on_failure=_action(values.get(("boot", "on_failure")), defaults.on_failure),
@@ -322,6 +324,17 @@ def _url(value: _Value, *, allow_http: bool) -> str:
     if parts.query or parts.fragment or parts.username or parts.password:
         raise value.fail("the URL must not carry credentials, a query or a fragment")
     return text.rstrip("/")
+
+
+def _kem(value: _Value | None) -> str:
+    if value is None:
+        return "x25519"
+    from agent.protocol import ProtocolError, parse_kem
+
+    try:
+        return parse_kem(value.text.strip()).value
+    except ProtocolError as exc:
+        raise value.fail(str(exc)) from None
 
 
 def _bool(value: _Value | None, *, default: bool) -> bool:

@@ -37,6 +37,8 @@ class LocalReason(enum.StrEnum):
     VOLUME_UNKNOWN = "volume_unknown"
     HOTKEY_INVALID = "hotkey_invalid"
     ACTION_FAILED = "action_failed"
+    INTERRUPTED = "interrupted"
+    INTERNAL_ERROR = "internal_error"
 
 
 class AgentError(Exception):
@@ -48,6 +50,8 @@ class AgentError(Exception):
         super().__init__(message)
         self.reason = str(reason)
         self.message = message
+        # Set once the console line is out, so the top-level handler does not repeat it.
+        self.reported = False
 
 
 class ConfigError(AgentError):

@@ -149,10 +149,13 @@ def main() -> int:
             rss = root / "rss"
             measure(agent, rss)  # warm caches (page cache, .pyc, the server's first request)
             measure(shell, rss)
-            agent_runs, shell_runs = [], []
+            agent_runs, shell_runs, floor_runs, requests_runs = [], [], [], []
             for _ in range(RUNS):
                 agent_runs.append(measure(agent, rss))
                 shell_runs.append(measure(shell, rss))
+                # Floors for context: the interpreter alone, and with requests imported.
+                floor_runs.append(measure([sys.executable, "-c", "pass"], rss))
+                requests_runs.append(measure([sys.executable, "-c", "import requests"], rss))
             help_runs = [import_ms(["-m", "agent", "--help"]) for _ in range(5)]
             keyscript_runs = [import_ms(["-m", "agent", *agent[1:]]) for _ in range(5)]
 
@@ -175,6 +178,8 @@ def main() -> int:
         "agent_cpu_s": round(med(agent_runs, 1), 4),
         "shell_cpu_s": round(med(shell_runs, 1), 4),
         "cpu_ratio": round(med(agent_runs, 1) / med(shell_runs, 1), 2),
+        "python_startup_wall_s": round(med(floor_runs, 0), 4),
+        "python_import_requests_wall_s": round(med(requests_runs, 0), 4),
         "agent_import_ms_help": import_median(help_runs, "total"),
         "agent_import_ms_keyscript": import_median(keyscript_runs, "total"),
         "agent_import_ms_by_package": breakdown,
@@ -190,6 +195,8 @@ def main() -> int:
     print(f"agent CPU                 {med(agent_runs, 1):.3f} s (median)")
     print(f"shell CPU                 {med(shell_runs, 1):.3f} s (median)")
     print(f"CPU ratio                 {figures['cpu_ratio']}")
+    print(f"python -c pass wall       {med(floor_runs, 0):.3f} s (median, for context)")
+    print(f"python -c 'import requests' {med(requests_runs, 0):.3f} s (median, for context)")
     print(f"agent import time --help  {figures['agent_import_ms_help']} ms")
     print(f"agent import time run     {figures['agent_import_ms_keyscript']} ms")
     print("  of which                 " + ", ".join(f"{k} {v} ms" for k, v in breakdown.items()))

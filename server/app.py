@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent.protocol import Reason
+from server.body_limit import BodyLimit
 from server.clock import Clock, system_clock
 from server.collateral import CollateralFetcher
 from server.context import ServerContext
@@ -58,7 +59,7 @@ def create_app(
         if module is not None:
             app.include_router(module.router)
     _install_error_handlers(app)
-    _install_body_limit(app)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_api_route("/metrics", _metrics_endpoint(ctx), methods=["GET"], include_in_schema=False)
     app.add_api_route("/healthz", _health, methods=["GET"], include_in_schema=False)
     return app
@@ -121,24 +122,6 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "request is invalid"
 
 
-def _install_body_limit(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            reason = (
-                Reason.QUOTE_TOO_LARGE
-                if request.url.path.endswith("attestation")
-                else Reason.REQUEST_INVALID
-            )
-            return JSONResponse(
-                error_body(reason, f"request body is larger than {MAX_BODY_BYTES} bytes"),
-                status_code=422,
-            )
-        response: Response = await call_next(request)
-        return response
-
-
 def _metrics_endpoint(ctx: ServerContext) -> Any:
     def metrics() -> Response:
         now = ctx.clock()
@@ -153,5 +136,5 @@ def _metrics_endpoint(ctx: ServerContext) -> Any:
     return metrics
 
 
-def _health() -> dict[str, str]:
+async def _health() -> dict[str, str]:
     return {"status": "ok"}

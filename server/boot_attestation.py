@@ -25,6 +25,7 @@ from agent.protocol import (
     parse_kem,
 )
 from server.context import ServerContext
+from server.db.base import Base
 from server.db.models import BootAttestation, Image
 from server.dcap import DcapVerdict, verify_dcap
 from server.errors import AttestationRefused, NonceRejected, RequestInvalid, ServerError
@@ -36,6 +37,10 @@ from server.quote import TdQuote, parse_td_quote
 ATTESTATION_LOG = logging.getLogger("tdx_attest.attestation")
 # Base64 of MAX_QUOTE_BYTES, plus padding: longer text is refused before decoding.
 MAX_QUOTE_BASE64_CHARS = 4 * ((MAX_QUOTE_BYTES + 2) // 3)
+_ACTIVE_IMAGES = (
+    select(*APPROVED_IMAGE_COLUMNS).where(Image.retired_at.is_(None)).order_by(Image.id)
+)
+_INSERT_ATTEMPT = insert(Base.metadata.tables[BootAttestation.__tablename__])
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,10 +166,8 @@ def _step4_consume_nonce_and_load_images(
     # a concurrent replica sees it used) and the policy is read as of that moment.
     with ctx.engine.begin() as conn:
         consume_nonce(conn, nonce.hex(), now)
-        rows = conn.execute(
-            select(*APPROVED_IMAGE_COLUMNS).where(Image.retired_at.is_(None)).order_by(Image.id)
-        )
-        return [ApprovedImage.from_mapping(row) for row in rows.mappings()]
+        rows = conn.execute(_ACTIVE_IMAGES).mappings()
+        return [ApprovedImage.from_mapping(row) for row in rows]
 
 
 def _step5_verify_dcap(ctx: ServerContext, quote: TdQuote, now: datetime) -> DcapVerdict:
@@ -254,7 +257,7 @@ def _finish(
         latency_ms=latency * 1000,
     )
     with ctx.engine.begin() as conn:
-        conn.execute(insert(BootAttestation).values(row))
+        conn.execute(_INSERT_ATTEMPT, row)
     ctx.metrics.attestations.labels("boot", verdict, reason or "").inc()
     ctx.metrics.attestation_latency.labels("boot").observe(latency)
     log_attestation(

@@ -6,6 +6,7 @@ service is down the cached copy keeps serving until it expires, and never after.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +20,7 @@ from server.db.engine import session_scope
 from server.db.models import CollateralCacheEntry
 from server.errors import CollateralUnavailable
 
+LOG = logging.getLogger("tdx_attest.collateral")
 # How long a process trusts its in-memory copy before looking at the shared row again
 # (another replica may have refreshed it, or an operator imported new collateral).
 LOCAL_RECHECK = timedelta(seconds=10)
@@ -126,7 +128,8 @@ class CollateralCache:
             if not collateral.valid_at(now):
                 raise CollateralError("collateral service sent collateral not valid now")
             local = _Local(collateral, collateral.for_dcap(), now)
-        except CollateralError:
+        except CollateralError as exc:
+            LOG.warning("collateral fetch for FMSPC %s (%s CA) failed: %s", key[0], key[1], exc)
             self._failed_at[key] = now
             return None
         if current is not None and current.collateral.next_update > collateral.next_update:

@@ -17,12 +17,18 @@ def get_context(request: Request) -> ServerContext:
     return ctx
 
 
+async def context_dependency(request: Request) -> ServerContext:
+    """``get_context`` as an async dependency (FastAPI runs sync ones on a worker thread)."""
+    return get_context(request)
+
+
 def get_session(request: Request) -> Iterator[Session]:
     """A session committed when the handler returns, rolled back if it raises."""
-    with session_scope(get_context(request).sessions) as session:
+    ctx: ServerContext = request.app.state.ctx
+    with session_scope(ctx.sessions) as session:
         yield session
 
 
-def client_ip(request: Request) -> str | None:
+async def client_ip(request: Request) -> str | None:
     """The peer address of the request (uvicorn applies trusted proxy headers). Raises nothing."""
     return request.client.host if request.client is not None else None

@@ -6,10 +6,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from agent.protocol import NONCE_BYTES, Reason
+from server.db.base import Base
 from server.db.models import Nonce
 from server.errors import NonceRejected
 
@@ -17,6 +18,24 @@ BOOT_SCOPE = "boot"
 # Consumed and expired rows are kept this long, so a late retry hears "expired" or
 # "used" rather than "unknown", then purged.
 PURGE_GRACE = timedelta(hours=1)
+
+# Built once: constructing statements per request costs more than running them.
+_NONCES = Base.metadata.tables[Nonce.__tablename__]
+_INSERT = insert(_NONCES)
+_CONSUME = (
+    update(_NONCES)
+    .where(
+        _NONCES.c.nonce == bindparam("wanted"),
+        _NONCES.c.scope == bindparam("wanted_scope"),
+        _NONCES.c.consumed_at.is_(None),
+        _NONCES.c.expires_at > bindparam("now"),
+    )
+    .values(consumed_at=bindparam("now"))
+    .returning(_NONCES.c.nonce)
+)
+_LOOK_UP = select(_NONCES.c.expires_at, _NONCES.c.consumed_at).where(
+    _NONCES.c.nonce == bindparam("wanted"), _NONCES.c.scope == bindparam("wanted_scope")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +65,14 @@ def issue_nonce(
         client_ip=client_ip,
     )
     session.execute(
-        insert(Nonce).values(
-            nonce=nonce.nonce,
-            scope=scope,
-            created_at=now,
-            expires_at=nonce.expires_at,
-            client_ip=client_ip,
-        )
+        _INSERT,
+        {
+            "nonce": nonce.nonce,
+            "scope": scope,
+            "created_at": now,
+            "expires_at": nonce.expires_at,
+            "client_ip": client_ip,
+        },
     )
     return nonce
 
@@ -66,24 +86,11 @@ def consume_nonce(
     row lock (or SQLite's write lock) makes concurrent consumers see it already used.
     Raises NonceRejected with nonce_unknown, nonce_expired or nonce_used.
     """
-    claimed = session.execute(
-        update(Nonce)
-        .where(
-            Nonce.nonce == nonce_hex,
-            Nonce.scope == scope,
-            Nonce.consumed_at.is_(None),
-            Nonce.expires_at > now,
-        )
-        .values(consumed_at=now)
-        .returning(Nonce.nonce)
-    ).first()
+    params = {"wanted": nonce_hex, "wanted_scope": scope, "now": now}
+    claimed = session.execute(_CONSUME, params).first()
     if claimed is not None:
         return
-    row = session.execute(
-        select(Nonce.expires_at, Nonce.consumed_at).where(
-            Nonce.nonce == nonce_hex, Nonce.scope == scope
-        )
-    ).first()
+    row = session.execute(_LOOK_UP, params).first()
     if row is None:
         raise NonceRejected("nonce was not issued by this server", Reason.NONCE_UNKNOWN)
     if row.consumed_at is not None:

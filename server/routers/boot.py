@@ -6,13 +6,13 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header
-from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from agent.protocol import BOOT_ATTESTATION_PATH, NONCE_HEADER, NONCE_PATH, b64encode
 from server.boot_attestation import BootRequest, attest_boot
 from server.clock import rfc3339
 from server.context import ServerContext
-from server.dependencies import client_ip, get_context
+from server.dependencies import client_ip, context_dependency
 from server.nonces import issue_nonce, purge_nonces
 from server.schemas import (
     BootAttestationRequest,
@@ -40,11 +40,13 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
     summary="Get Nonce",
     description="Generate a nonce for boot attestation. No authentication required.",
 )
-def get_nonce(
-    ctx: Annotated[ServerContext, Depends(get_context)],
+async def get_nonce(
+    ctx: Annotated[ServerContext, Depends(context_dependency)],
     ip: Annotated[str | None, Depends(client_ip)],
-) -> NonceResponse:
+) -> JSONResponse:
     """Issue a single-use nonce. Raises SQLAlchemy errors (a 500) only if the database fails."""
+    # Handled on the event loop, without a worker-thread hop: the work is a millisecond of
+    # CPU and one short transaction; parallelism comes from --workers processes.
     now = ctx.clock()
     with ctx.engine.begin() as conn:
         nonce = issue_nonce(conn, now, ctx.settings.nonce_ttl_seconds, ip)
@@ -52,7 +54,7 @@ def get_nonce(
             purge_nonces(conn, now)
             ctx.last_nonce_purge = now
     ctx.metrics.nonces_issued.labels("boot").inc()
-    return NonceResponse(nonce=nonce.nonce, expires_at=rfc3339(nonce.expires_at))
+    return JSONResponse({"nonce": nonce.nonce, "expires_at": rfc3339(nonce.expires_at)})
 
 
 def _purge_due(ctx: ServerContext, now: datetime) -> bool:
@@ -72,10 +74,10 @@ def _purge_due(ctx: ServerContext, now: datetime) -> bool:
 )
 async def post_boot_attestation(
     body: BootAttestationRequest,
-    ctx: Annotated[ServerContext, Depends(get_context)],
+    ctx: Annotated[ServerContext, Depends(context_dependency)],
     ip: Annotated[str | None, Depends(client_ip)],
     x_chutes_nonce: Annotated[str | None, Header(alias=NONCE_HEADER)] = None,
-) -> BootAttestationResponse:
+) -> JSONResponse:
     """Verify the quote and release the sealed key; refusals raise ServerError subclasses."""
     bookkeeping = {
         key: value
@@ -90,10 +92,12 @@ async def post_boot_attestation(
         client_ip=ip,
         bookkeeping=bookkeeping,
     )
-    result = await run_in_threadpool(attest_boot, ctx, request)
-    return BootAttestationResponse(
-        attestation_id=result.attestation_id,
-        image=result.image,
-        verified_at=rfc3339(result.verified_at),
-        sealed_key=b64encode(result.sealed_key),
+    result = attest_boot(ctx, request)
+    return JSONResponse(
+        {
+            "attestation_id": result.attestation_id,
+            "image": result.image,
+            "verified_at": rfc3339(result.verified_at),
+            "sealed_key": b64encode(result.sealed_key),
+        }
     )

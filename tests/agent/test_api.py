@@ -7,6 +7,8 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric import mlkem
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from agent import protocol
@@ -73,9 +75,19 @@ def release(request: Request) -> Answer:
     quoted = parse_quote(base64.b64decode(body["quote"])).report_data
     check = protocol.check_report_data(quoted, nonce, public)
     assert check.nonce_matches and check.public_key_matches
-    assert body["kem"] == "x25519"
-    sealed = protocol.hpke_suite(protocol.Kem.X25519).encrypt(
-        PASSPHRASE, X25519PublicKey.from_public_bytes(public), protocol.key_release_info(nonce)
+    kem = protocol.parse_kem(body["kem"])
+    assert len(public) == protocol.PUBLIC_KEY_BYTES[kem]
+    if kem is protocol.Kem.X25519:
+        recipient: object = X25519PublicKey.from_public_bytes(public)
+    else:
+        recipient = hpke.MLKEM768X25519PublicKey(
+            mlkem.MLKEM768PublicKey.from_public_bytes(public[:1184]),
+            X25519PublicKey.from_public_bytes(public[1184:]),
+        )
+    sealed = protocol.hpke_suite(kem).encrypt(
+        PASSPHRASE,
+        recipient,  # type: ignore[arg-type]
+        protocol.key_release_info(nonce),
     )
     return Answer(
         200,
@@ -134,6 +146,22 @@ def test_happy_path_opens_the_sealed_key(server: ScriptedServer, clock: FakeCloc
     assert post.headers[protocol.NONCE_HEADER] == NONCE_HEX
     assert quotes.calls[0][:32] == bytes.fromhex(NONCE_HEX)
     assert clock.sleeps == []
+
+
+def test_hybrid_post_quantum_kem(server: ScriptedServer, clock: FakeClock) -> None:
+    server.script("GET", protocol.NONCE_PATH, nonce_answer)
+    server.script("POST", protocol.BOOT_ATTESTATION_PATH, release)
+    boot = BootClient(
+        server.url,
+        make_session(None),
+        SyntheticQuotes(),
+        clock=clock,
+        sleep=clock.sleep,
+        kem=protocol.Kem.MLKEM768_X25519,
+    )
+    key = boot.fetch_key(60)
+    assert bytes(key.key) == PASSPHRASE
+    assert json.loads(server.requests[-1].body)["kem"] == "mlkem768-x25519"
 
 
 def test_wipe_zeroes_the_buffer(server: ScriptedServer, clock: FakeClock) -> None:

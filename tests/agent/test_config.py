@@ -171,6 +171,15 @@ def test_boot_keys_and_defaults(tmp_path: Path) -> None:
     assert config.read_timeout == 2
 
 
+def test_kem_choice(tmp_path: Path) -> None:
+    assert load(tmp_path, "[server]\nurl = https://a\n").kem == "x25519"
+    config = load(tmp_path, "[server]\nurl = https://a\nkem = mlkem768-x25519\n")
+    assert config.kem == "mlkem768-x25519"
+    message = error(tmp_path, "[server]\nurl = https://a\nkem = rsa\n")
+    assert message.startswith("[server] kem in ")
+    assert "not supported" in message
+
+
 def test_quote_mode_needs_no_server(tmp_path: Path) -> None:
     conf, line = write(tmp_path, "[tsm]\nroot = /x/report\n")
     config = load_config(conf, line, require_server=False)

@@ -301,3 +301,26 @@ def test_plain_http_without_allow_http_sends_nothing(world: World, case: Path) -
     assert run.returncode == 2
     assert "FAILED reason=config_invalid" in run.err
     assert "[server] url in" in run.err
+
+
+def test_check_sees_config_tsm_server_and_device(world: World, case: Path) -> None:
+    run = run_agent(argv(case, "check", config(case, world)), world.passphrase)
+    out = run.stdout.decode()
+    assert run.returncode == 0, out + run.err
+    assert "ok     tsm:" in out
+    assert "provider tdx_guest" in out
+    assert "ok     server:" in out
+    assert "ok     volume root:" in out
+    assert_no_leak(run, world)
+
+
+def test_the_leak_detectors_do_detect(tmp_path: Path) -> None:
+    """Control for every no-leak assertion above: a planted secret is found."""
+    secret = new_passphrase()
+    run = run_agent(["/bin/sh", "-c", "sleep 0.5", secret.decode()], secret)
+    assert run.argv_hits, "the /proc sampler must see a secret in a command line"
+    run = run_agent(["/bin/sh", "-c", "sleep 0.5"], secret, env={"PLANTED": secret.decode()})
+    assert run.argv_hits, "the /proc sampler must see a secret in an environment"
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "deep" / "er" / "file").write_bytes(b"x" + secret + b"y")
+    assert files_containing(tmp_path, secret) == [tmp_path / "deep" / "er" / "file"]

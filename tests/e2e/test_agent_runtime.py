@@ -129,8 +129,13 @@ def test_runtime_attestation_signed_with_the_hotkey(fleet: Fleet) -> None:
     assert code == 0, err
     assert "tdx-boot-attest: OK runtime attestation" in err
     answer = json.loads(out)
-    assert answer
-    assert status(fleet)["attestation_status"] == "verified"
+    assert answer["status"] == "verified"
+    assert answer["image"] == "golden"
+    current = status(fleet)
+    assert current["attestation_status"] == "verified"
+    last = current["last_attestation"]
+    assert isinstance(last, dict)
+    assert last["attestation_id"] == answer["attestation_id"]
     assert SEED.hex() not in out + err
 
 

@@ -279,7 +279,7 @@ def test_replaced_collateral_is_served_from_the_next_request(
         fmspc = state.fmspc.hex()
         before = httpx.get(f"{server.url}{TCB}", params={"fmspc": fmspc}).json()["tcbInfo"]
         state.reissue_collateral(tcb_evaluation_data_number=99)
-        server.set_collateral(PcsCollateral.from_state(state))
+        server.collateral = PcsCollateral.from_state(state)
         after = httpx.get(f"{server.url}{TCB}", params={"fmspc": fmspc}).json()["tcbInfo"]
     assert before["tcbEvaluationDataNumber"] != 99
     assert after["tcbEvaluationDataNumber"] == 99

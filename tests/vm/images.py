@@ -144,6 +144,8 @@ def stage_simulator(lib: Path) -> Path:
         REPO_ROOT / "tdxsim", lib / "tdxsim", ignore=shutil.ignore_patterns("__pycache__")
     )
     shutil.copy2(str(mfusepy.__file__), lib / "mfusepy.py")
+    # Bytecode for the guest's interpreter: compiling at import is slow under emulation.
+    run([str(IMAGE_PYTHON), "-m", "compileall", "-q", str(lib / "tdxsim")])
     return lib
 
 
@@ -195,8 +197,8 @@ def list_initramfs(image: Path) -> set[str]:
 
 DRACUT_TEST_MODULE: Final = Path(__file__).resolve().parent / "dracut" / "99tdxsim-test"
 DRACUT_MODULES: Final = (
-    "systemd systemd-initrd systemd-udevd kernel-modules kernel-network-modules qemu "
-    "qemu-net rootfs-block crypt dm tdx-boot-attest"
+    "systemd systemd-initrd dracut-systemd systemd-udevd kernel-modules "
+    "kernel-network-modules qemu qemu-net rootfs-block crypt dm tdx-boot-attest"
 )
 
 

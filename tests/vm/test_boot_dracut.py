@@ -19,9 +19,13 @@ from tests.vm.conftest import VmWorld
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 BOOT_TIMEOUT = 420.0
+# The root device appears only once the agent has opened it, which under software
+# emulation can take longer than dracut's default 180 s wait (rd.retry). A failure that
+# reaches dracut's emergency handling powers off instead of waiting for a shell.
 BASE_CMDLINE = (
     "console=ttyS0 root=/dev/mapper/root ro ip=dhcp panic=-1 printk.time=1 "
-    "rd.shell=0 systemd.show_status=1"
+    "rd.shell=0 rd.emergency=poweroff systemd.show_status=error "
+    "rd.retry=400"
 )
 
 
