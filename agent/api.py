@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from agent import protocol
 from agent.errors import (
     AgentError,
+    ConfigError,
     DeadlineExceeded,
     LocalReason,
     ServerRefused,
@@ -297,9 +298,10 @@ class BootClient:
 
 
 def new_key_pair(kem: protocol.Kem) -> tuple[Any, bytes]:
-    """A fresh HPKE key pair for ``kem``: (private key, raw public key bytes). Raises nothing.
+    """A fresh HPKE key pair for ``kem``: (private key, raw public key bytes).
 
     The hybrid KEM's public key travels as ML-KEM-768's 1184 bytes followed by X25519's 32.
+    Raises ConfigError(kem_unsupported) when this cryptography build has no ML-KEM.
     """
     from cryptography.hazmat.primitives.asymmetric import x25519
 
@@ -307,10 +309,18 @@ def new_key_pair(kem: protocol.Kem) -> tuple[Any, bytes]:
     classical_raw = classical.public_key().public_bytes_raw()
     if kem is protocol.Kem.X25519:
         return classical, classical_raw
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hpke
     from cryptography.hazmat.primitives.asymmetric import mlkem
 
-    post_quantum = mlkem.MLKEM768PrivateKey.generate()
+    try:
+        post_quantum = mlkem.MLKEM768PrivateKey.generate()
+    except UnsupportedAlgorithm:
+        raise ConfigError(
+            f"[server] kem = {kem.value} needs ML-KEM-768, which this cryptography build "
+            "(its OpenSSL) does not provide; use kem = x25519 or a newer cryptography",
+            protocol.Reason.KEM_UNSUPPORTED,
+        ) from None
     raw = post_quantum.public_key().public_bytes_raw() + classical_raw
     return hpke.MLKEM768X25519PrivateKey(post_quantum, classical), raw
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.api import BootClient, ReleasedKey, make_session, released
+from agent.api import BootClient, ReleasedKey, make_session, new_key_pair, released
 from agent.config import Config, Volume
 from agent.console import Console
 from agent.disk import Cryptsetup, DeviceWaiter, write_all
@@ -47,8 +47,13 @@ class BootContext:
         return TsmQuoteProvider(self.config.tsm_root, file_ops(), sleep=self.sleep)
 
     def client(self) -> BootClient:
-        """An HTTP client of the configured server. Raises nothing."""
+        """An HTTP client of the configured server.
+
+        Raises ConfigError(kem_unsupported) when the configured KEM is not available here,
+        so that shows before any network traffic.
+        """
         config = self.config
+        new_key_pair(Kem(config.kem))
         ca = str(config.ca_bundle) if config.ca_bundle else None
         return BootClient(
             config.server_url,

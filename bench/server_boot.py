@@ -26,10 +26,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tdxsim.state import SimState  # noqa: E402
-from tests.support.boot_client import AgentKey, expected_report_data, post_quote  # noqa: E402
-from tests.support.databases import create_postgres_database, drop_postgres_database  # noqa: E402
-from tests.support.live_server import live_server  # noqa: E402
+from tdxsim.state import SimState
+from tests.support.boot_client import AgentKey, expected_report_data, post_quote
+from tests.support.databases import create_postgres_database, drop_postgres_database
+from tests.support.live_server import live_server
 
 WARMUP = 20
 TARGET_RATIO = 2.0
@@ -44,7 +44,7 @@ def process_cpu_seconds(pid: int) -> float:
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def one_boot(client: httpx.Client, sim: SimState) -> tuple[float, bytes]:
@@ -65,16 +65,21 @@ def one_boot(client: httpx.Client, sim: SimState) -> tuple[float, bytes]:
     return latency, quote
 
 
-def bench_database(kind: str, database_url: str, sim: SimState, workdir: Path, count: int) -> dict[str, Any]:
+def bench_database(
+    kind: str, database_url: str, sim: SimState, workdir: Path, count: int
+) -> dict[str, Any]:
     golden = workdir / "golden.quote"
     golden.write_bytes(sim.make_quote(bytes(64)))
-    with live_server(
-        workdir / kind,
-        database_url,
-        trust_root=sim.path / "root_ca.der",
-        collateral_file=sim.path / "collateral.json",
-        extra_env={"TDX_ATTEST_LOG_LEVEL": "INFO"},
-    ) as server, httpx.Client(base_url=server.base_url, timeout=30) as client:
+    with (
+        live_server(
+            workdir / kind,
+            database_url,
+            trust_root=sim.path / "root_ca.der",
+            collateral_file=sim.path / "collateral.json",
+            extra_env={"TDX_ATTEST_LOG_LEVEL": "INFO"},
+        ) as server,
+        httpx.Client(base_url=server.base_url, timeout=30) as client,
+    ):
         server.add_image("bench", passphrase=b"bench-passphrase", quote_file=golden)
         for _ in range(WARMUP):
             one_boot(client, sim)
@@ -120,7 +125,9 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         workdir = Path(tmp)
         sim = SimState.init(workdir / "sim", seed=11)
-        results.append(bench_database("sqlite", f"sqlite:///{workdir}/bench.sqlite", sim, workdir, count))
+        results.append(
+            bench_database("sqlite", f"sqlite:///{workdir}/bench.sqlite", sim, workdir, count)
+        )
         pg_url = create_postgres_database()
         try:
             results.append(bench_database("postgres", pg_url, sim, workdir, count))
@@ -130,11 +137,16 @@ def main(argv: list[str]) -> int:
         verdict = "ok" if row["cpu_ratio"] <= TARGET_RATIO else "OVER TARGET"
         print(
             f"{row['database']:9} p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  "
-            f"{row['boots_per_s_serial']:.0f} boots/s  server CPU {row['server_cpu_ms_per_boot']:.2f} ms/boot  "
+            f"{row['boots_per_s_serial']:.0f} boots/s  "
+            f"server CPU {row['server_cpu_ms_per_boot']:.2f} ms/boot  "
             f"dcap-qvl {row['dcap_cpu_ms_per_verify']:.2f} ms/verify  ratio {row['cpu_ratio']:.2f} "
             f"(target <= {TARGET_RATIO}: {verdict})"
         )
-    print(json.dumps({"benchmark": "server_boot", "target_cpu_ratio": TARGET_RATIO, "results": results}))
+    print(
+        json.dumps(
+            {"benchmark": "server_boot", "target_cpu_ratio": TARGET_RATIO, "results": results}
+        )
+    )
     return 0
 
 

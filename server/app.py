@@ -65,6 +65,18 @@ def create_app(
     return app
 
 
+def create_app_from_environment() -> FastAPI:
+    """The app with settings from ``TDX_ATTEST_*`` (uvicorn worker processes use this).
+
+    Raises ConfigurationError like create_app.
+    """
+    from server.cli import configure_logging
+
+    settings = Settings.load()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
 def _import_router_module(name: str) -> Any:
     try:
         return importlib.import_module(name)

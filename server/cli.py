@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from server.images import (
 )
 from server.quote import RTMR_NAMES
 from server.sealing import generate_master_key_file, load_master_key
-from server.settings import Settings
+from server.settings import CONFIG_ENV, Settings
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -148,22 +149,34 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from server.app import create_app
     from server.db.migrate import upgrade
 
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     if settings.database_url.startswith("sqlite"):
         upgrade(settings.database_url)
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=settings.log_level.lower(),
-        proxy_headers=args.proxy_headers,
-        access_log=False,
-    )
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": settings.log_level.lower(),
+        "proxy_headers": args.proxy_headers,
+        "access_log": False,
+    }
+    if args.workers > 1:
+        # Worker processes import the app themselves and read the same settings.
+        if args.config is not None:
+            os.environ[CONFIG_ENV] = str(args.config)
+        create_app(settings).state.ctx.engine.dispose()
+        uvicorn.run(
+            "server.app:create_app_from_environment",
+            factory=True,
+            workers=args.workers,
+            **options,
+        )
+    else:
+        uvicorn.run(create_app(settings), **options)
     return 0
 
 
-def _configure_logging(level: str) -> None:
+def configure_logging(level: str) -> None:
+    """Send the server's own log lines, as they are, to standard error. Raises nothing."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     for name in ("tdx_attest",):

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from agent.protocol import BOOT_ATTESTATION_PATH, NONCE_HEADER, NONCE_PATH, b64encode
@@ -92,7 +93,8 @@ async def post_boot_attestation(
         client_ip=ip,
         bookkeeping=bookkeeping,
     )
-    result = attest_boot(ctx, request)
+    # A worker thread: verification may have to fetch collateral over the network.
+    result = await run_in_threadpool(attest_boot, ctx, request)
     return JSONResponse(
         {
             "attestation_id": result.attestation_id,

@@ -18,12 +18,14 @@ from agent.api import (
     ReleasedKey,
     error_from_response,
     make_session,
+    new_key_pair,
     parse_error_body,
     parse_retry_after,
     released,
     retry_until,
 )
 from agent.errors import (
+    ConfigError,
     DeadlineExceeded,
     LocalReason,
     ServerRefused,
@@ -148,7 +150,37 @@ def test_happy_path_opens_the_sealed_key(server: ScriptedServer, clock: FakeCloc
     assert clock.sleeps == []
 
 
+def mlkem_available() -> bool:
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    try:
+        mlkem.MLKEM768PrivateKey.generate()
+    except UnsupportedAlgorithm:
+        return False
+    return True
+
+
+def test_hybrid_kem_without_ml_kem_is_a_clear_configuration_error(
+    server: ScriptedServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    def unsupported() -> None:
+        raise UnsupportedAlgorithm("ML-KEM-768 is not supported by this backend.")
+
+    monkeypatch.setattr(mlkem.MLKEM768PrivateKey, "generate", unsupported)
+    with pytest.raises(ConfigError) as caught:
+        new_key_pair(protocol.Kem.MLKEM768_X25519)
+    assert caught.value.reason == "kem_unsupported"
+    assert "kem = x25519" in caught.value.message
+
+
 def test_hybrid_post_quantum_kem(server: ScriptedServer, clock: FakeClock) -> None:
+    """ML-KEM needs cryptography's OpenSSL to provide it (not the oldest supported build)."""
+    if not mlkem_available():
+        with pytest.raises(ConfigError):
+            new_key_pair(protocol.Kem.MLKEM768_X25519)
+        return
     server.script("GET", protocol.NONCE_PATH, nonce_answer)
     server.script("POST", protocol.BOOT_ATTESTATION_PATH, release)
     boot = BootClient(

@@ -158,6 +158,15 @@ def test_boot_opens_every_volume_with_the_configured_cryptsetup(world: World, ca
     assert_no_leak(run, world)
 
 
+def test_boot_with_the_hybrid_post_quantum_kem(world: World, case: Path) -> None:
+    run = run_agent(
+        argv(case, "boot", config(case, world, kem="mlkem768-x25519")), world.passphrase
+    )
+    assert run.returncode == 0, run.err
+    assert 'OK unlocked volume="root"' in run.err
+    assert_no_leak(run, world)
+
+
 def test_a_wrong_key_is_not_accepted_by_the_image(world: World) -> None:
     """Control for the two tests above: --test-passphrase really checks the key."""
     assert passphrase_opens(world.image, world.passphrase)

@@ -36,15 +36,22 @@ def _secret_forms(secret: bytes) -> list[str]:
     return [secret.decode(), secret.hex(), base64.b64encode(secret).decode()]
 
 
-def test_boot_unlock_and_refusals_with_clean_logs(tmp_path: Path, database_url: str, sim: SimState) -> None:
+def test_boot_unlock_and_refusals_with_clean_logs(
+    tmp_path: Path,
+    database_url: str,  # noqa: F811 - the imported fixture
+    sim: SimState,
+) -> None:
     golden = tmp_path / "golden.quote"
     golden.write_bytes(sim.make_quote(bytes(64)))
-    with live_server(
-        tmp_path / "srv",
-        database_url,
-        trust_root=sim.path / "root_ca.der",
-        collateral_file=sim.path / "collateral.json",
-    ) as server, httpx.Client(base_url=server.base_url, timeout=30) as client:
+    with (
+        live_server(
+            tmp_path / "srv",
+            database_url,
+            trust_root=sim.path / "root_ca.der",
+            collateral_file=sim.path / "collateral.json",
+        ) as server,
+        httpx.Client(base_url=server.base_url, timeout=30) as client,
+    ):
         server.add_image("golden", passphrase=PASSPHRASE, quote_file=golden)
         listed = json.loads(server.cli("image", "list", "--json").stdout)
         assert [row["name"] for row in listed] == ["golden"]
@@ -66,12 +73,24 @@ def test_boot_unlock_and_refusals_with_clean_logs(tmp_path: Path, database_url: 
             assert response.json()["reason"] == reason, response.text
         assert "rtmr1 differs" in refusals["measurement_mismatch"].json()["message"]
 
-        server.cli("image", "rotate-passphrase", "golden", "--passphrase-file", "-", stdin=PASSPHRASE + b"-2")
+        server.cli(
+            "image",
+            "rotate-passphrase",
+            "golden",
+            "--passphrase-file",
+            "-",
+            stdin=PASSPHRASE + b"-2",
+        )
         metrics = client.get("/metrics").text
-        assert 'tdx_attest_attestations_total{kind="boot",reason="debug_td",verdict="refused"} 1.0' in metrics
+        assert (
+            'tdx_attest_attestations_total{kind="boot",reason="debug_td",verdict="refused"} 1.0'
+            in metrics
+        )
 
     logs = server.logs()
-    events = [json.loads(line) for line in logs.splitlines() if line.startswith('{"attestation_id"')]
+    events = [
+        json.loads(line) for line in logs.splitlines() if line.startswith('{"attestation_id"')
+    ]
     assert [e["verdict"] for e in events].count("accepted") == 1
     assert {e["reason"] for e in events} >= {None, "nonce_used", "measurement_mismatch", "debug_td"}
     assert all(e["ip"] == "127.0.0.1" and e["latency_ms"] >= 0 for e in events)
@@ -80,13 +99,21 @@ def test_boot_unlock_and_refusals_with_clean_logs(tmp_path: Path, database_url: 
         assert form not in logs
 
 
-def _boot(client: httpx.Client, sim: SimState, profile: Profile | None, **kw: bool) -> httpx.Response:
+def _boot(
+    client: httpx.Client, sim: SimState, profile: Profile | None, **kw: bool
+) -> httpx.Response:
     key = AgentKey.generate()
     nonce = get_nonce(client)
-    return post_quote(client, sim.make_quote(expected_report_data(nonce, key), profile, **kw), key, nonce.hex())
+    return post_quote(
+        client, sim.make_quote(expected_report_data(nonce, key), profile, **kw), key, nonce.hex()
+    )
 
 
-def test_openapi_matches_contract(tmp_path: Path, database_url: str, sim: SimState) -> None:
+def test_openapi_matches_contract(
+    tmp_path: Path,
+    database_url: str,  # noqa: F811 - the imported fixture
+    sim: SimState,
+) -> None:
     with live_server(tmp_path / "srv", database_url, trust_root=sim.path / "root_ca.der") as server:
         spec = httpx.get(server.base_url + "/openapi.json").json()
         assert httpx.get(server.base_url + "/docs").status_code == 200
@@ -106,8 +133,14 @@ def test_openapi_matches_contract(tmp_path: Path, database_url: str, sim: SimSta
 def pcs_process(sim: SimState) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("tdxsim")), "pcs", "--state", str(sim.path),
-         "--listen", f"127.0.0.1:{port}"],
+        [
+            str(Path(sys.executable).with_name("tdxsim")),
+            "pcs",
+            "--state",
+            str(sim.path),
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -123,13 +156,22 @@ def pcs_process(sim: SimState) -> Iterator[str]:
 
 
 def test_collateral_fetched_from_tdxsim_pcs_process(
-    tmp_path: Path, database_url: str, sim: SimState, pcs_process: str
+    tmp_path: Path,
+    database_url: str,  # noqa: F811 - the imported fixture
+    sim: SimState,
+    pcs_process: str,
 ) -> None:
     golden = tmp_path / "golden.quote"
     golden.write_bytes(sim.make_quote(bytes(64)))
-    with live_server(
-        tmp_path / "srv", database_url, trust_root=sim.path / "root_ca.der", pccs_url=pcs_process
-    ) as server, httpx.Client(base_url=server.base_url, timeout=30) as client:
+    with (
+        live_server(
+            tmp_path / "srv",
+            database_url,
+            trust_root=sim.path / "root_ca.der",
+            pccs_url=pcs_process,
+        ) as server,
+        httpx.Client(base_url=server.base_url, timeout=30) as client,
+    ):
         server.add_image("golden", passphrase=PASSPHRASE, quote_file=golden)
         response = _boot(client, sim, None)
         assert response.status_code == 200, response.text

@@ -171,7 +171,7 @@ def test_unsupported_quote_version(srv: SimServer) -> None:
 
 
 def test_quote_version_5_is_accepted(srv: SimServer) -> None:
-    response, nonce, key = srv.boot(quote_kw={"version": 5})
+    response, _, _ = srv.boot(quote_kw={"version": 5})
     assert response.status_code == 200, response.text
 
 

@@ -36,15 +36,33 @@ def _image(database_url: str, name: str) -> Image:
 
 
 def test_image_add_from_quote_list_retire(
-    tmp_path: Path, database_url: str, cli_env: Path, sim: SimState, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    database_url: str,
+    cli_env: Path,
+    sim: SimState,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     quote = tmp_path / "golden.quote"
     quote.write_bytes(sim.make_quote(bytes(64)))
     secret = tmp_path / "pw"
     secret.write_bytes(b"luks-pw-cli\n")
     assert main(["migrate"]) == 0
-    assert main(["image", "add", "golden", "--from-quote", str(quote), "--passphrase-file", str(secret),
-                 "--runtime-rtmr3", "any"]) == 0
+    assert (
+        main(
+            [
+                "image",
+                "add",
+                "golden",
+                "--from-quote",
+                str(quote),
+                "--passphrase-file",
+                str(secret),
+                "--runtime-rtmr3",
+                "any",
+            ]
+        )
+        == 0
+    )
     image = _image(database_url, "golden")
     assert image.runtime_rtmr3 == "any"
     assert image.boot_rtmr3 == sim.make_quote(bytes(64))[520:568].hex()
@@ -68,17 +86,43 @@ def test_image_add_explicit_values_and_rotation(
 ) -> None:
     secret = tmp_path / "pw"
     secret.write_bytes(b"luks-pw-one")
-    values = ["--mrtd", "11" * 48, "--rtmr0", "22" * 48, "--rtmr1", "33" * 48,
-              "--rtmr2", "44" * 48, "--rtmr3", "00" * 48]
-    assert main(["image", "add", "explicit", *values, "--passphrase-file", str(secret),
-                 "--mrconfigid", "55" * 48]) == 0
+    values = [
+        "--mrtd",
+        "11" * 48,
+        "--rtmr0",
+        "22" * 48,
+        "--rtmr1",
+        "33" * 48,
+        "--rtmr2",
+        "44" * 48,
+        "--rtmr3",
+        "00" * 48,
+    ]
+    assert (
+        main(
+            [
+                "image",
+                "add",
+                "explicit",
+                *values,
+                "--passphrase-file",
+                str(secret),
+                "--mrconfigid",
+                "55" * 48,
+            ]
+        )
+        == 0
+    )
     image = _image(database_url, "explicit")
     assert (image.mrtd, image.boot_rtmr1, image.runtime_rtmr1) == ("11" * 48, "33" * 48, "33" * 48)
     assert image.mrconfigid == "55" * 48 and image.mrowner is None
     secret.write_bytes(b"luks-pw-two")
     assert main(["image", "rotate-passphrase", "explicit", "--passphrase-file", str(secret)]) == 0
     rotated = _image(database_url, "explicit")
-    assert load_master_key(cli_env, dev_mode=False).unseal(rotated.sealed_passphrase, "explicit") == b"luks-pw-two"
+    assert (
+        load_master_key(cli_env, dev_mode=False).unseal(rotated.sealed_passphrase, "explicit")
+        == b"luks-pw-two"
+    )
     assert rotated.passphrase_rotated_at is not None
     out = capsys.readouterr()
     assert "luks-pw" not in out.out + out.err
@@ -88,9 +132,42 @@ def test_image_add_explicit_values_and_rotation(
     ("args", "message"),
     [
         (["image", "add", "x", "--mrtd", "11" * 48], "--rtmr0"),
-        (["image", "add", "x", "--mrtd", "zz", "--rtmr0", "1", "--rtmr1", "1", "--rtmr2", "1", "--rtmr3", "1"], "must be 48 bytes"),
-        (["image", "add", "bad name!", "--mrtd", "11" * 48, "--rtmr0", "11" * 48, "--rtmr1", "11" * 48,
-          "--rtmr2", "11" * 48, "--rtmr3", "11" * 48], "not allowed"),
+        (
+            [
+                "image",
+                "add",
+                "x",
+                "--mrtd",
+                "zz",
+                "--rtmr0",
+                "1",
+                "--rtmr1",
+                "1",
+                "--rtmr2",
+                "1",
+                "--rtmr3",
+                "1",
+            ],
+            "must be 48 bytes",
+        ),
+        (
+            [
+                "image",
+                "add",
+                "bad name!",
+                "--mrtd",
+                "11" * 48,
+                "--rtmr0",
+                "11" * 48,
+                "--rtmr1",
+                "11" * 48,
+                "--rtmr2",
+                "11" * 48,
+                "--rtmr3",
+                "11" * 48,
+            ],
+            "not allowed",
+        ),
         (["image", "rotate-passphrase", "nobody"], "not_found"),
     ],
 )
@@ -130,7 +207,9 @@ def test_collateral_import(
     assert sim.fmspc.hex() in capsys.readouterr().out
 
 
-def test_collateral_import_refuses_garbage(tmp_path: Path, cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_collateral_import_refuses_garbage(
+    tmp_path: Path, cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     assert main(["collateral", "import", str(bad)]) == 1

@@ -81,8 +81,9 @@ def test_pcs_outage_and_recovery(tmp_path: Path, database_url: str, sim: SimStat
         issue_date=start - dt.timedelta(hours=1), next_update=start + dt.timedelta(days=2)
     )
     clock = FrozenClock(start)
-    with PcsServer(PcsCollateral.from_state(sim)) as pcs:
-        with sim_server(
+    with (
+        PcsServer(PcsCollateral.from_state(sim)) as pcs,
+        sim_server(
             tmp_path,
             database_url,
             sim,
@@ -90,42 +91,43 @@ def test_pcs_outage_and_recovery(tmp_path: Path, database_url: str, sim: SimStat
             import_sim_collateral=False,
             pccs_url=pcs.url,
             collateral_refresh_margin_seconds=6 * 3600,
-        ) as srv:
-            srv.register_image("golden")
-            response, _, _ = srv.boot()
-            assert response.status_code == 200, response.text
-            fetched = len(pcs.requests)
-            assert fetched >= 4
-            assert [row.source for row in _cache_rows(database_url)] == ["fetched"]
+        ) as srv,
+    ):
+        srv.register_image("golden")
+        response, _, _ = srv.boot()
+        assert response.status_code == 200, response.text
+        fetched = len(pcs.requests)
+        assert fetched >= 4
+        assert [row.source for row in _cache_rows(database_url)] == ["fetched"]
 
-            # Fresh cache: no refetch.
-            clock.advance(hours=12)
-            assert srv.boot()[0].status_code == 200
-            assert len(pcs.requests) == fetched
+        # Fresh cache: no refetch.
+        clock.advance(hours=12)
+        assert srv.boot()[0].status_code == 200
+        assert len(pcs.requests) == fetched
 
-            # Inside the refresh margin with the PCS down: the cached copy keeps serving.
-            pcs.go_down()
-            clock.advance(hours=31)
-            response, _, _ = srv.boot()
-            assert response.status_code == 200, response.text
+        # Inside the refresh margin with the PCS down: the cached copy keeps serving.
+        pcs.go_down()
+        clock.advance(hours=31)
+        response, _, _ = srv.boot()
+        assert response.status_code == 200, response.text
 
-            # Past nextUpdate: never verified against expired collateral.
-            clock.advance(hours=6)
-            response, _, _ = srv.boot()
-            assert response.status_code == 503, response.text
-            assert response.json()["reason"] == "collateral_unavailable"
+        # Past nextUpdate: never verified against expired collateral.
+        clock.advance(hours=6)
+        response, _, _ = srv.boot()
+        assert response.status_code == 503, response.text
+        assert response.json()["reason"] == "collateral_unavailable"
 
-            # The PCS comes back with re-issued collateral: served again.
-            sim.reissue_collateral(
-                issue_date=clock() - dt.timedelta(hours=1),
-                next_update=clock() + dt.timedelta(days=30),
-            )
-            pcs.collateral = PcsCollateral.from_state(sim)
-            pcs.come_back()
-            response, _, _ = srv.boot()
-            assert response.status_code == 200, response.text
-            rows = _cache_rows(database_url)
-            assert rows[0].next_update == clock() + dt.timedelta(days=30)
+        # The PCS comes back with re-issued collateral: served again.
+        sim.reissue_collateral(
+            issue_date=clock() - dt.timedelta(hours=1),
+            next_update=clock() + dt.timedelta(days=30),
+        )
+        pcs.collateral = PcsCollateral.from_state(sim)
+        pcs.come_back()
+        response, _, _ = srv.boot()
+        assert response.status_code == 200, response.text
+        rows = _cache_rows(database_url)
+        assert rows[0].next_update == clock() + dt.timedelta(days=30)
 
 
 def test_refresh_ahead_of_expiry(tmp_path: Path, database_url: str, sim: SimState) -> None:

@@ -52,18 +52,30 @@ def test_default_trust_root_is_intel(vectors_dir: Path) -> None:
 
 
 def _post_real_quote(
-    tmp_path: Path, database_url: str, vectors_dir: Path, when: dt.datetime, quote_name: str = "tdx_quote"
+    tmp_path: Path,
+    database_url: str,
+    vectors_dir: Path,
+    when: dt.datetime,
+    quote_name: str = "tdx_quote",
 ) -> httpx.Response:
     quote = (vectors_dir / quote_name).read_bytes()
-    collateral_file = "tdx_quote_collateral.json" if quote_name == "tdx_quote" else f"{quote_name}_collateral.json"
+    collateral_file = (
+        "tdx_quote_collateral.json"
+        if quote_name == "tdx_quote"
+        else f"{quote_name}_collateral.json"
+    )
     engine = make_engine(database_url, pool_size=1)
     sessions = make_sessionmaker(engine)
     import_collateral(sessions, (vectors_dir / collateral_file).read_text(), when)
     key_file = tmp_path / "master.key"
     generate_master_key_file(key_file)
-    settings = Settings(database_url=database_url, master_key_file=key_file, pccs_url="http://127.0.0.1:9")
+    settings = Settings(
+        database_url=database_url, master_key_file=key_file, pccs_url="http://127.0.0.1:9"
+    )
     golden = read_quote_file((vectors_dir / "tdx_quote").read_bytes())
-    register_image(settings, "real-vm", golden_profile=profile_from_quote(golden), passphrase=b"luks-pw-real")
+    register_image(
+        settings, "real-vm", golden_profile=profile_from_quote(golden), passphrase=b"luks-pw-real"
+    )
     # The quote's REPORTDATA was fixed when it was taken: its first half is made a nonce
     # this server issued, so every check up to the public-key binding can run.
     with session_scope(sessions) as session:
@@ -82,14 +94,19 @@ def _post_real_quote(
         response = httpx.post(
             base_url + "/servers/boot/attestation",
             headers={"X-Chutes-Nonce": golden.report_data[:32].hex()},
-            json={"quote": base64.b64encode(quote).decode(), "public_key": base64.b64encode(bytes(32)).decode()},
+            json={
+                "quote": base64.b64encode(quote).decode(),
+                "public_key": base64.b64encode(bytes(32)).decode(),
+            },
             timeout=30,
         )
     app.state.ctx.engine.dispose()
     return response
 
 
-def test_real_quote_verifies_inside_window(tmp_path: Path, database_url: str, vectors_dir: Path) -> None:
+def test_real_quote_verifies_inside_window(
+    tmp_path: Path, database_url: str, vectors_dir: Path
+) -> None:
     response = _post_real_quote(tmp_path, database_url, vectors_dir, INSIDE)
     # Signature, chain, CRLs, TCB, debug bit and measurements all pass; only the
     # agent-key binding remains, which no test can satisfy for a quote taken elsewhere.
@@ -119,8 +136,12 @@ def test_real_sgx_quote_is_not_tdx(tmp_path: Path, database_url: str, vectors_di
     assert response.json()["reason"] == "not_tdx"
 
 
-def test_real_outdated_v5_quote_has_no_tcb_level(tmp_path: Path, database_url: str, vectors_dir: Path) -> None:
+def test_real_outdated_v5_quote_has_no_tcb_level(
+    tmp_path: Path, database_url: str, vectors_dir: Path
+) -> None:
     when = dt.datetime.fromtimestamp(1771412331 + 3600, dt.UTC)
-    response = _post_real_quote(tmp_path, database_url, vectors_dir, when, quote_name="tdx_quote_outdated")
+    response = _post_real_quote(
+        tmp_path, database_url, vectors_dir, when, quote_name="tdx_quote_outdated"
+    )
     assert response.status_code == 403, response.text
     assert response.json()["reason"] == "tcb_status_rejected"

@@ -69,6 +69,7 @@ def write_agent_config(
     ca_bundle: Path | None = None,
     device_timeout: float = 5,
     extra_boot: str = "",
+    kem: str | None = None,
 ) -> Path:
     """An agent.conf for tests: --test-passphrase cryptsetup, recorded failure actions."""
     lines = ["[server]", f"url = {url}"]
@@ -76,6 +77,8 @@ def write_agent_config(
         lines.append("allow_http = true")
     if ca_bundle is not None:
         lines.append(f"ca_bundle = {ca_bundle}")
+    if kem is not None:
+        lines.append(f"kem = {kem}")
     lines += ["[tsm]", f"root = {tsm_root}", "[boot]", f"deadline = {deadline}"]
     lines += [f"on_failure = {on_failure}", f"device_timeout = {device_timeout}"]
     lines += ["connect_timeout = 2", "read_timeout = 20"]

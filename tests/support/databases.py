@@ -64,7 +64,7 @@ def clear_tables(url: str) -> None:
             else:
                 conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
                 for table in tables:
-                    conn.exec_driver_sql(f'DELETE FROM "{table}"')
+                    conn.exec_driver_sql(f'DELETE FROM "{table}"')  # noqa: S608 - reflected names
     finally:
         engine.dispose()
 

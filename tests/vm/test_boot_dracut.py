@@ -25,7 +25,7 @@ BOOT_TIMEOUT = 420.0
 BASE_CMDLINE = (
     "console=ttyS0 root=/dev/mapper/root ro ip=dhcp panic=-1 printk.time=1 "
     "rd.shell=0 rd.emergency=poweroff systemd.show_status=error "
-    "rd.retry=400"
+    "rd.retry=400 systemd.journald.forward_to_console=1"
 )
 
 

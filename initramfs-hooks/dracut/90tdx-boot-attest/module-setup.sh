@@ -45,7 +45,9 @@ install() {
     fi
     while IFS=$'\t' read -r kind src dst; do
         case "$kind" in
-            exec) inst_binary "$src" "$dst" ;;
+            # Python extension modules are not executable files, so dracut's lazy
+            # dependency pass would miss their libraries (libffi, ...): resolve now.
+            exec) DRACUT_RESOLVE_DEPS=1 inst_binary "$src" "$dst" ;;
             file) inst_simple "$src" "$dst" ;;
             *) false ;;
         esac || {

@@ -29,7 +29,7 @@ install() {
         --extra-target /usr/lib/tdxsim-test --ctypes-lib libfuse3.so.3 \
         --copy-into "$initdir" >"$list" || failed="the simulator's file list"
     while [ -z "$failed" ] && IFS=$'\t' read -r kind src dst; do
-        [ "$kind" = exec ] && inst_binary "$src" "$dst" || failed="$src"
+        [ "$kind" = exec ] && DRACUT_RESOLVE_DEPS=1 inst_binary "$src" "$dst" || failed="$src"
     done <"$list"
     (cd "$state" && find . -type f) >"$list" || failed="$state"
     while [ -z "$failed" ] && read -r file; do

@@ -11,7 +11,7 @@ done
 mkdir -p /run/tdxsim
 PYTHONPATH=/usr/lib/tdxsim-test /opt/tdx-boot-attest/bin/python -m tdxsim.cli mount \
 	--state /etc/tdxsim-state \
-	--profile "/usr/lib/tdxsim-test/tdxsim/profiles/$profile.json" /run/tdxsim &
+	--profile "/usr/lib/tdxsim-test/tdxsim/profiles/$profile.json" /run/tdxsim >/dev/kmsg 2>&1 &
 i=0
 while [ ! -d /run/tdxsim/report ] && [ "$i" -lt 900 ]; do
 	sleep 0.1
