@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 SHELL_SCRIPTS := $(shell git ls-files '*.sh' .ci/run 'initramfs-hooks/initramfs-tools/hooks/*' 'initramfs-hooks/initramfs-tools/scripts/*/*' 2>/dev/null)
 
-.PHONY: all deps demo test test-fast lint format bench vm-test install uninstall clean
+.PHONY: all deps demo test test-fast test-oldest-deps lint format bench vm-test install uninstall clean
 
 all: demo
 
@@ -27,7 +27,12 @@ demo: deps
 ## The whole test suite, as CI runs it: lint, unit, end-to-end and VM boot tests.
 test: deps lint
 	scripts/install-system-deps.sh vm
+	scripts/test-oldest-deps.sh
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+## The agent's unit tests on Python 3.11 with the oldest dependency versions it declares.
+test-oldest-deps:
+	scripts/test-oldest-deps.sh
 
 test-fast: deps
 	$(VPY) -m pytest -m "not slow and not vm" $(PYTEST_ARGS)
@@ -102,4 +107,4 @@ uninstall:
 	for unit in $(UNITS); do rm -f $(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$unit; done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-oldest build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -14,9 +14,10 @@ copies) and lists only the executables, which the image tool copies with their
 libraries.
 
 Which standard-library modules come along is decided twice and the answers joined: a
-static import walk (ModuleFinder, which also sees imports inside functions) over every
-module the image carries, and the set a real interpreter has loaded after importing the
-entry modules (which covers what the interpreter imports by itself at start-up).
+static import walk (ModuleFinder, which also follows imports inside functions) from the
+entry modules (by default every module of the agent package), and the set a real
+interpreter has loaded after importing them (which covers what the interpreter imports
+by itself at start-up). Development-only parts of the stdlib are left out.
 Exits 1 with a message on stderr when something the image needs is missing.
 """
 
@@ -72,7 +73,6 @@ NEVER_STDLIB = (
     "readline",
     "venv",
     "xmlrpc",
-    "pydoc",
     "tabnanny",
     "pstats",
     "cProfile",

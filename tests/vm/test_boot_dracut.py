@@ -52,6 +52,8 @@ def test_module_puts_agent_unit_and_network_into_the_image(dracut_image: Path) -
     ):
         assert any(p == expected or p.endswith("/" + expected) for p in paths), expected
     assert not any(p.startswith("tmp/") for p in paths), "staging paths leaked into the image"
+    # Libraries of Python extension modules (ctypes needs libffi) must come along.
+    assert any("libffi.so" in p for p in paths), "libffi (for _ctypes) is missing"
 
 
 def boot(vm_world: VmWorld, initrd: Path, profile: str, name: str) -> qemu.BootResult:

@@ -51,6 +51,7 @@ def test_product_image_carries_the_agent_and_nothing_of_the_simulator(
         assert expected in paths, f"{expected} missing from the product initramfs"
     assert any(p.endswith("/dm-crypt.ko") for p in paths)
     assert any("libudev.so.1" in p for p in paths)
+    assert any("libffi.so" in p for p in paths), "libffi (for _ctypes) is missing"
     assert not any("tdxsim" in p for p in paths), "test glue leaked into the product image"
     assert not any(p.startswith("tmp/") for p in paths), "staging paths leaked into the image"
     for tooling in ("pip", "setuptools", "server"):
