@@ -117,10 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ctypes-lib", action="append", default=[], help="soname loaded via ctypes"
     )
+    parser.add_argument(
+        "--with-libraries",
+        action="store_true",
+        help="also list the shared libraries of every executable (for dracut, whose lazy "
+        "dependency pass skips non-executable extension modules)",
+    )
     args = parser.parse_args(argv)
     target = args.target or args.venv
     try:
         entries = args.entry or _package_modules(_site_packages(args.venv) / "agent")
+        listed: set[Path] = set()
         for kind, source, dest in runtime_files(
             venv=args.venv,
             target=target,
@@ -141,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
                 if any(ch.isspace() for ch in str(path)):
                     raise RuntimeFilesError(f"path with white space cannot be listed: {path}")
             print(f"{kind}\t{source}\t{dest}")
+            if kind == "exec" and args.with_libraries:
+                for library in shared_libraries(source):
+                    if library not in listed:
+                        listed.add(library)
+                        print(f"exec\t{library}\t{library}")
     except RuntimeFilesError as exc:
         print(f"tdx-boot-attest: {exc}", file=sys.stderr)
         return 1
@@ -198,6 +210,31 @@ def runtime_files(
         bundle = _ca_bundle(config)
         if bundle is not None:
             yield "file", bundle, bundle
+
+
+def shared_libraries(path: Path) -> list[Path]:
+    """The shared libraries ``path`` loads, resolved by ldd. Raises RuntimeFilesError."""
+    result = subprocess.run(
+        ["ldd", str(path)], capture_output=True, text=True, check=False, timeout=60
+    )
+    if result.returncode != 0:
+        if "not a dynamic executable" in result.stdout + result.stderr:
+            return []
+        raise RuntimeFilesError(f"ldd {path} failed: {result.stderr.strip()}")
+    libraries = []
+    for line in result.stdout.splitlines():
+        if "not found" in line:
+            raise RuntimeFilesError(f"{path} needs a library that is missing: {line.strip()}")
+        words = line.split()
+        if "=>" in words and len(words) > words.index("=>") + 1:
+            candidate = words[words.index("=>") + 1]
+        elif words and words[0].startswith("/"):
+            candidate = words[0]
+        else:
+            continue
+        if candidate.startswith("/"):
+            libraries.append(Path(candidate))
+    return libraries
 
 
 def copy_into(destdir: Path, source: Path, dest: Path) -> None:

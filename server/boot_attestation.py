@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import dcap_qvl
 from sqlalchemy import insert, select
 
 from agent.protocol import (
@@ -41,6 +42,10 @@ _ACTIVE_IMAGES = (
     select(*APPROVED_IMAGE_COLUMNS).where(Image.retired_at.is_(None)).order_by(Image.id)
 )
 _INSERT_ATTEMPT = insert(Base.metadata.tables[BootAttestation.__tablename__])
+
+
+class CollateralFetchNeeded(Exception):
+    """Cached collateral is missing or due for refresh and fetching was not allowed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +84,21 @@ class _Attempt:
     image: ImageRecord | None = None
 
 
-def attest_boot(ctx: ServerContext, request: BootRequest) -> BootResult:
+def attest_boot(
+    ctx: ServerContext, request: BootRequest, *, may_fetch_collateral: bool = True
+) -> BootResult:
     """Verify a boot attestation and release the image's passphrase sealed to the agent.
 
-    Raises a ServerError subclass whose ``reason`` says why the attestation was refused.
+    With ``may_fetch_collateral`` False the attempt uses cached collateral only and raises
+    CollateralFetchNeeded, before spending the nonce or recording anything, when the
+    collateral has to be fetched; the caller then retries where blocking I/O is allowed.
+    Otherwise raises a ServerError subclass whose ``reason`` says why it was refused.
     """
     started = time.perf_counter()
     now = ctx.clock()
     attempt = _Attempt(id=str(uuid.uuid4()))
     try:
-        result = _run_steps(ctx, request, now, attempt)
+        result = _run_steps(ctx, request, now, attempt, may_fetch_collateral)
     except ServerError as refusal:
         _finish(ctx, request, attempt, now=now, started=started, refusal=refusal)
         raise
@@ -97,23 +107,26 @@ def attest_boot(ctx: ServerContext, request: BootRequest) -> BootResult:
 
 
 def _run_steps(
-    ctx: ServerContext, request: BootRequest, now: datetime, attempt: _Attempt
+    ctx: ServerContext,
+    request: BootRequest,
+    now: datetime,
+    attempt: _Attempt,
+    may_fetch_collateral: bool,
 ) -> BootResult:
-    # Cheap input checks come first; the quote's contents are interpreted (REPORTDATA,
-    # attributes, measurements) only once DCAP has shown the quote is authentic.
+    # Input checks and the collateral lookup come before the nonce is spent, so a retry
+    # after a malformed request or missing collateral can reuse it. The quote's contents
+    # (attributes, measurements, REPORTDATA) are trusted only once DCAP has verified it.
     nonce = _step1_nonce_from_header(request.nonce_header)
     attempt.nonce = nonce.hex()
     kem, public_key_raw, public_key = _step2_public_key(request, attempt)
-    raw_quote = _step3_decode_quote(request.quote)
-    attempt.quote_raw = raw_quote
-    images = _step4_consume_nonce_and_load_images(ctx, nonce, now)
-    quote = parse_td_quote(raw_quote)
-    attempt.quote = quote
-    attempt.dcap = _step5_verify_dcap(ctx, quote, now)
-    _step6_check_tcb_status(attempt.dcap, ctx.settings.allowed_tcb_statuses)
-    _step7_refuse_debug(quote)
-    image = match_image(quote, images).image
-    attempt.image = image
+    attempt.quote_raw = _step3_decode_quote(request.quote)
+    attempt.quote = quote = parse_td_quote(attempt.quote_raw)
+    collateral = _step4_find_collateral(ctx, quote, now, may_fetch_collateral)
+    images = _step5_consume_nonce_and_load_images(ctx, nonce, now)
+    attempt.dcap = _step6_verify_dcap(ctx, quote, collateral, now)
+    _step7_check_tcb_status(attempt.dcap, ctx.settings.allowed_tcb_statuses)
+    _step8_refuse_debug(quote)
+    attempt.image = image = match_image(quote, images).image
     _step9_check_report_data(quote, nonce, public_key_raw)
     sealed = _step10_release_key(ctx, image, public_key, kem, nonce)
     return BootResult(
@@ -159,7 +172,18 @@ def _step3_decode_quote(text: str) -> bytes:
     return raw
 
 
-def _step4_consume_nonce_and_load_images(
+def _step4_find_collateral(
+    ctx: ServerContext, quote: TdQuote, now: datetime, may_fetch: bool
+) -> dcap_qvl.QuoteCollateralV3:
+    if not may_fetch:
+        cached = ctx.collateral.get_cached(quote.fmspc, quote.ca, now)
+        if cached is None:
+            raise CollateralFetchNeeded
+        return cached[1]
+    return ctx.collateral.get(quote.fmspc, quote.ca, now)[1]
+
+
+def _step5_consume_nonce_and_load_images(
     ctx: ServerContext, nonce: bytes, now: datetime
 ) -> list[ApprovedImage]:
     # One short transaction: the nonce is spent (committed before any verification, so
@@ -170,13 +194,14 @@ def _step4_consume_nonce_and_load_images(
         return [ApprovedImage.from_mapping(row) for row in rows]
 
 
-def _step5_verify_dcap(ctx: ServerContext, quote: TdQuote, now: datetime) -> DcapVerdict:
-    _, collateral = ctx.collateral.get(quote.fmspc, quote.ca, now)
+def _step6_verify_dcap(
+    ctx: ServerContext, quote: TdQuote, collateral: dcap_qvl.QuoteCollateralV3, now: datetime
+) -> DcapVerdict:
     with ctx.metrics.verification_latency.time():
         return verify_dcap(quote.raw, collateral, ctx.trust_root_der, now)
 
 
-def _step6_check_tcb_status(verdict: DcapVerdict, allowed: tuple[str, ...]) -> None:
+def _step7_check_tcb_status(verdict: DcapVerdict, allowed: tuple[str, ...]) -> None:
     if verdict.tcb_status in allowed:
         return
     advisories = ", ".join(verdict.advisory_ids) or "none"
@@ -187,7 +212,7 @@ def _step6_check_tcb_status(verdict: DcapVerdict, allowed: tuple[str, ...]) -> N
     )
 
 
-def _step7_refuse_debug(quote: TdQuote) -> None:
+def _step8_refuse_debug(quote: TdQuote) -> None:
     if quote.debug:
         raise AttestationRefused(
             f"TD attributes {quote.td_attributes.hex()} have the DEBUG bit set", Reason.DEBUG_TD
@@ -318,7 +343,8 @@ def verify_quote_platform(ctx: ServerContext, quote: TdQuote, now: datetime) -> 
 
     Raises AttestationRefused / RequestInvalid / CollateralUnavailable as the boot path does.
     """
-    verdict = _step5_verify_dcap(ctx, quote, now)
-    _step6_check_tcb_status(verdict, ctx.settings.allowed_tcb_statuses)
-    _step7_refuse_debug(quote)
+    collateral = _step4_find_collateral(ctx, quote, now, may_fetch=True)
+    verdict = _step6_verify_dcap(ctx, quote, collateral, now)
+    _step7_check_tcb_status(verdict, ctx.settings.allowed_tcb_statuses)
+    _step8_refuse_debug(quote)
     return verdict

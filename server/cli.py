@@ -152,6 +152,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     if settings.database_url.startswith("sqlite"):
         upgrade(settings.database_url)
+    else:
+        _require_migrated(settings.database_url)
     options = {
         "host": args.host,
         "port": args.port,
@@ -173,6 +175,20 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     else:
         uvicorn.run(create_app(settings), **options)
     return 0
+
+
+def _require_migrated(database_url: str) -> None:
+    from server.db.migrate import pending_revisions
+
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        if pending_revisions(engine, database_url):
+            raise CliError(
+                "the database schema is not at the newest revision: "
+                "run 'tdx-attest-server migrate' first"
+            )
+    finally:
+        engine.dispose()
 
 
 def configure_logging(level: str) -> None:

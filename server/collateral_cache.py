@@ -52,6 +52,25 @@ class CollateralCache:
         self._failed_at: dict[tuple[str, str], datetime] = {}
         self._lock = threading.Lock()
 
+    def get_cached(
+        self, fmspc: str, ca: str, now: datetime
+    ) -> tuple[Collateral, dcap_qvl.QuoteCollateralV3] | None:
+        """Collateral for the platform if a copy is held and not yet due for refresh.
+
+        Never fetches over the network (reads the shared row at most every few seconds).
+        Raises SQLAlchemy errors.
+        """
+        key = (fmspc.lower(), ca)
+        local = self._local.get(key)
+        if local is None or now - local.checked_at > LOCAL_RECHECK:
+            local = self._load_row(key, now)
+        if local is not None and local.collateral.issued_at <= now < self._refresh_at(local):
+            return local.collateral, local.dcap
+        return None
+
+    def _refresh_at(self, local: _Local) -> datetime:
+        return local.collateral.next_update - self._margin
+
     def get(
         self, fmspc: str, ca: str, now: datetime
     ) -> tuple[Collateral, dcap_qvl.QuoteCollateralV3]:

@@ -47,7 +47,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     else:
         kwargs["pool_size"] = pool_size
         kwargs["max_overflow"] = pool_size * 2
-        kwargs["pool_pre_ping"] = True
+        kwargs["pool_recycle"] = 1800
     engine = create_engine(normalised, **kwargs)
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_on_connect)

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from agent.protocol import BOOT_ATTESTATION_PATH, NONCE_HEADER, NONCE_PATH, b64encode
-from server.boot_attestation import BootRequest, attest_boot
+from server.boot_attestation import BootRequest, CollateralFetchNeeded, attest_boot
 from server.clock import rfc3339
 from server.context import ServerContext
 from server.dependencies import client_ip, context_dependency
@@ -93,8 +93,12 @@ async def post_boot_attestation(
         client_ip=ip,
         bookkeeping=bookkeeping,
     )
-    # A worker thread: verification may have to fetch collateral over the network.
-    result = await run_in_threadpool(attest_boot, ctx, request)
+    # With cached collateral the work is CPU and two short transactions, done here without
+    # a thread hop; a collateral fetch (network I/O) is done on a worker thread instead.
+    try:
+        result = attest_boot(ctx, request, may_fetch_collateral=False)
+    except CollateralFetchNeeded:
+        result = await run_in_threadpool(attest_boot, ctx, request)
     return JSONResponse(
         {
             "attestation_id": result.attestation_id,

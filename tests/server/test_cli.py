@@ -214,3 +214,19 @@ def test_collateral_import_refuses_garbage(
     bad.write_text("{}")
     assert main(["collateral", "import", str(bad)]) == 1
     assert "collateral_unavailable" in capsys.readouterr().err
+
+
+@pytest.mark.postgres
+def test_serve_refuses_an_unmigrated_postgres_database(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support.databases import create_postgres_database, drop_postgres_database
+
+    url = create_postgres_database()
+    try:
+        monkeypatch.setenv("TDX_ATTEST_DATABASE_URL", url)
+        monkeypatch.setenv("TDX_ATTEST_DEV_MODE", "1")
+        assert main(["serve", "--port", "9"]) == 1
+        assert "tdx-attest-server migrate" in capsys.readouterr().err
+    finally:
+        drop_postgres_database(url)

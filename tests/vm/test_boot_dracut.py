@@ -79,6 +79,9 @@ def test_golden_measurements_unlock_the_root_disk(vm_world: VmWorld, dracut_imag
     assert unlocked is not None and marker is not None, result.describe()
     vm_world.figures["dracut_boot"] = {
         "accel": result.accel,
+        "kernel_start_to_init_s": result.kernel_time("Run /init as init process"),
+        "kernel_start_to_simulator_ready_s": result.kernel_time("configfs-tsm ready"),
+        "kernel_start_to_agent_start_s": result.kernel_time("Starting tdx-boot-attest.service"),
         "kernel_start_to_unlocked_s": unlocked,
         "kernel_start_to_root_mounted_s": marker,
         "qemu_wall_s": round(result.seconds, 1),

@@ -60,6 +60,8 @@ def test_golden_measurements_unlock_the_root_disk(vm_world: VmWorld, test_initra
     assert started is not None and unlocked is not None and marker is not None
     vm_world.figures["initramfs_tools_boot"] = {
         "accel": result.accel,
+        "kernel_start_to_init_s": result.kernel_time("Run /init as init process"),
+        "kernel_start_to_simulator_ready_s": result.kernel_time("configfs-tsm ready"),
         "kernel_start_to_agent_start_s": started,
         "kernel_start_to_unlocked_s": unlocked,
         "agent_s": round(unlocked - started, 3),

@@ -38,7 +38,7 @@ install() {
     list="$(mktemp)" || return 1
     if ! "$prefix/bin/python" "$prefix/libexec/tdx_runtime_files.py" \
         --venv "$prefix" --target /opt/tdx-boot-attest --config "$config" \
-        --copy-into "$initdir" >"$list"; then
+        --with-libraries --copy-into "$initdir" >"$list"; then
         rm -f "$list"
         dfatal "tdx-boot-attest: cannot list the agent's runtime files"
         return 1

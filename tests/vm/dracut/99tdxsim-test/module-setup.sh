@@ -27,7 +27,7 @@ install() {
         --entry tdxsim.cli --entry tdxsim.tsm.fuse --entry mfusepy \
         --extra-path "$lib/tdxsim" --extra-path "$lib/mfusepy.py" \
         --extra-target /usr/lib/tdxsim-test --ctypes-lib libfuse3.so.3 \
-        --copy-into "$initdir" >"$list" || failed="the simulator's file list"
+        --with-libraries --copy-into "$initdir" >"$list" || failed="the simulator's file list"
     while [ -z "$failed" ] && IFS=$'\t' read -r kind src dst; do
         [ "$kind" = exec ] && DRACUT_RESOLVE_DEPS=1 inst_binary "$src" "$dst" || failed="$src"
     done <"$list"

@@ -12,8 +12,10 @@ mkdir -p /run/tdxsim
 PYTHONPATH=/usr/lib/tdxsim-test /opt/tdx-boot-attest/bin/python -m tdxsim.cli mount \
 	--state /etc/tdxsim-state \
 	--profile "/usr/lib/tdxsim-test/tdxsim/profiles/$profile.json" /run/tdxsim >/dev/kmsg 2>&1 &
+pid=$!
 i=0
-while [ ! -d /run/tdxsim/report ] && [ "$i" -lt 900 ]; do
+# Stop waiting as soon as the simulator exits (its error is on the console).
+while [ ! -d /run/tdxsim/report ] && kill -0 "$pid" 2>/dev/null && [ "$i" -lt 2400 ]; do
 	sleep 0.1
 	i=$((i + 1))
 done
