@@ -70,11 +70,13 @@ def create_app_from_environment() -> FastAPI:
 
     Raises ConfigurationError like create_app.
     """
-    from server.cli import configure_logging
+    from server.cli import configure_logging, tune_garbage_collector
 
     settings = Settings.load()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    tune_garbage_collector()
+    return app
 
 
 def _import_router_module(name: str) -> Any:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 import dcap_qvl
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.collateral import Collateral, CollateralError, CollateralFetcher, parse_collateral
@@ -100,12 +101,6 @@ class CollateralCache:
             retry_after=self._retry_after,
         )
 
-    def store(self, collateral: Collateral, now: datetime, source: str) -> None:
-        """Insert or replace the row for the collateral's platform. Raises SQLAlchemy errors."""
-        with session_scope(self._sessions) as session:
-            _upsert(session, collateral, now, source)
-        self._local.pop((collateral.fmspc, collateral.ca), None)
-
     def entries(self) -> list[CollateralCacheEntry]:
         """Every cached row (for metrics and the admin CLI). Raises SQLAlchemy errors."""
         with session_scope(self._sessions) as session:
@@ -153,8 +148,12 @@ class CollateralCache:
             return None
         if current is not None and current.collateral.next_update > collateral.next_update:
             return current
-        with session_scope(self._sessions) as session:
-            _upsert(session, collateral, now, "fetched", ca=key[1])
+        try:
+            with session_scope(self._sessions) as session:
+                _upsert(session, collateral, now, "fetched", ca=key[1])
+        except IntegrityError:
+            # Another replica inserted the row first; its copy is as good as ours.
+            LOG.info("collateral for FMSPC %s was stored by another replica", key[0])
         self._failed_at.pop(key, None)
         self._local[key] = local
         return local

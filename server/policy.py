@@ -11,8 +11,6 @@ from server.db.models import ANY_MEASUREMENT, Image
 from server.errors import AttestationRefused
 from server.quote import RTMR_NAMES, TdQuote
 
-BOOT_REGISTERS = ("mrtd", *RTMR_NAMES)
-
 
 class ImageRecord(Protocol):
     """What policy reads of an image: an ORM ``Image`` or an ``ApprovedImage`` snapshot."""

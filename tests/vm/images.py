@@ -113,6 +113,7 @@ def make_luks_disk(path: Path, *, passphrase: bytes, marker: str, uuid: str) -> 
          "--reduce-device-size", "16M", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
          "--uuid", uuid, "--key-file=-", str(path)],
         input_bytes=passphrase,
+        cwd=path.parent,  # reencrypt keeps a temporary header file in its working directory
     )  # fmt: skip
     shutil.rmtree(content)
 
@@ -219,11 +220,12 @@ def dracut_basedir(dest: Path, staged_root: Path, *, simulator: bool) -> Path:
 
 
 def dracut(basedir: Path, out: Path, kernel: Kernel, env: dict[str, str], *,
-           simulator: bool) -> str:  # fmt: skip
+           simulator: bool, agent: bool = True) -> str:  # fmt: skip
     """Build a systemd-based initrd with the real dracut from ``basedir``; returns its log."""
     confdir = basedir.parent / f"{basedir.name}.conf.d"
     confdir.mkdir(exist_ok=True)
-    modules = DRACUT_MODULES + (" tdxsim-test" if simulator else "")
+    modules = DRACUT_MODULES if agent else DRACUT_MODULES.replace(" tdx-boot-attest", " network")
+    modules += " tdxsim-test" if simulator else ""
     env = {**env, "dracutbasedir": str(basedir)}
     return run(
         ["dracut", "--force", "--no-hostonly", "--no-hostonly-cmdline", "--no-early-microcode",

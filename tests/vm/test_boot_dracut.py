@@ -56,6 +56,30 @@ def test_module_puts_agent_unit_and_network_into_the_image(dracut_image: Path) -
     assert any("libffi.so" in p for p in paths), "libffi (for _ctypes) is missing"
 
 
+def test_product_image_size_with_and_without_the_module(vm_world: VmWorld) -> None:
+    """The product module alone (no test glue), against the same build without it."""
+    work = vm_world.root / "dracut-sizes"
+    work.mkdir()
+    stage = vm_world.venv.parents[1]
+    env = vm_world.build_env()
+    baseline = work / "initrd-baseline.img"
+    product = work / "initrd-product.img"
+    basedir = images.dracut_basedir(work / "base", stage, simulator=False)
+    images.dracut(basedir, baseline, vm_world.kernel, env, simulator=False, agent=False)
+    images.dracut(basedir, product, vm_world.kernel, env, simulator=False)
+
+    paths = images.list_dracut_image(product)
+    assert any(p.endswith("opt/tdx-boot-attest/bin/tdx-boot-agent") for p in paths)
+    assert not any("tdxsim" in p for p in paths), "test glue leaked into the product image"
+    assert not any(p.endswith("tdx-boot-agent") for p in images.list_dracut_image(baseline))
+    vm_world.figures["dracut_size"] = {
+        "compression": "zstd",
+        "baseline_bytes": baseline.stat().st_size,
+        "with_agent_bytes": product.stat().st_size,
+        "added_bytes": product.stat().st_size - baseline.stat().st_size,
+    }
+
+
 def boot(vm_world: VmWorld, initrd: Path, profile: str, name: str) -> qemu.BootResult:
     return qemu.boot(
         kernel=vm_world.kernel.vmlinuz,
@@ -74,7 +98,7 @@ def test_golden_measurements_unlock_the_root_disk(vm_world: VmWorld, dracut_imag
     assert f"tdx-vm-test: marker={vm_world.marker}" in result.console, result.describe()
     assert "/dev/mapper/root /sysroot ext4" in result.console, result.describe()
     assert "FAILED reason=" not in result.console, result.describe()
-    unlocked = result.kernel_time("tdx-boot-attest: OK")
+    unlocked = result.kernel_time("tdx-boot-attest: OK unlocked")
     marker = result.kernel_time("tdx-vm-test: marker=")
     assert unlocked is not None and marker is not None, result.describe()
     vm_world.figures["dracut_boot"] = {

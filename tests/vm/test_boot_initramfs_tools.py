@@ -50,12 +50,13 @@ def test_golden_measurements_unlock_the_root_disk(vm_world: VmWorld, test_initra
     assert not result.timed_out, result.describe()
     assert f"tdx-vm-test: marker={vm_world.marker}" in result.console, result.describe()
     assert "/dev/mapper/root /root ext4" in result.console, result.describe()
-    assert "tdx-boot-attest: OK" in result.console, result.describe()
+    assert "tdx-boot-attest: OK unlocked" in result.console, result.describe()
     assert "FAILED" not in result.console, result.describe()
     assert result.returncode == 0, result.describe()
 
     started = result.kernel_time("tdx-boot-attest: agent starting")
-    unlocked = result.kernel_time("tdx-boot-attest: OK")
+    released = result.kernel_time("tdx-boot-attest: OK key released")
+    unlocked = result.kernel_time("tdx-boot-attest: OK unlocked")
     marker = result.kernel_time("tdx-vm-test: marker=")
     assert started is not None and unlocked is not None and marker is not None
     vm_world.figures["initramfs_tools_boot"] = {
@@ -63,6 +64,7 @@ def test_golden_measurements_unlock_the_root_disk(vm_world: VmWorld, test_initra
         "kernel_start_to_init_s": result.kernel_time("Run /init as init process"),
         "kernel_start_to_simulator_ready_s": result.kernel_time("configfs-tsm ready"),
         "kernel_start_to_agent_start_s": started,
+        "kernel_start_to_key_released_s": released,
         "kernel_start_to_unlocked_s": unlocked,
         "agent_s": round(unlocked - started, 3),
         "kernel_start_to_root_mounted_s": marker,
