@@ -248,6 +248,8 @@ def _skip_ws(text: str, index: int) -> int:
 
 def _crl_der(body: bytes) -> bytes:
     """A CRL as DER whether it came as DER, PEM or hex text. Raises CollateralError."""
+    # Whitespace is only trimmed from the text forms: a DER body may end in a byte
+    # that looks like whitespace (the last byte of its signature).
     stripped = body.strip()
     try:
         if stripped.startswith(b"-----BEGIN"):
@@ -256,8 +258,8 @@ def _crl_der(body: bytes) -> bytes:
             candidate = bytes.fromhex(stripped.decode("ascii"))
             x509.load_der_x509_crl(candidate)
             return candidate
-        x509.load_der_x509_crl(stripped)
-        return stripped
+        x509.load_der_x509_crl(body)
+        return body
     except ValueError:
         raise CollateralError("collateral service sent a CRL that cannot be read") from None
 

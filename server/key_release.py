@@ -40,6 +40,13 @@ def load_public_key(kem: Kem, raw: bytes) -> HpkePublicKey:
 def seal_for_agent(passphrase: bytes, public_key: HpkePublicKey, kem: Kem, nonce: bytes) -> bytes:
     """HPKE base-mode single-shot encryption, ``enc || ciphertext``, info bound to ``nonce``.
 
-    Raises nothing for keys returned by ``load_public_key``.
+    Raises RequestInvalid(public_key_invalid) for a key no shared secret can be made with
+    (an X25519 low-order point; checked here rather than by an extra exchange up front).
     """
-    return hpke_suite(kem).encrypt(passphrase, public_key, key_release_info(nonce))
+    try:
+        return hpke_suite(kem).encrypt(passphrase, public_key, key_release_info(nonce))
+    except ValueError:
+        raise RequestInvalid(
+            f"public_key is not a usable {kem.value} key (low-order point)",
+            Reason.PUBLIC_KEY_INVALID,
+        ) from None

@@ -323,3 +323,20 @@ def test_expired_collateral_is_never_used(srv: SimServer) -> None:
     srv.clock.advance(days=400)
     response, _, _ = srv.boot()
     assert_refused(response, 503, "collateral_unavailable")
+
+
+def test_low_order_public_key_is_a_422_not_a_500(srv: SimServer) -> None:
+    from agent.protocol import report_data
+
+    nonce = get_nonce(srv.client)
+    zero_key = bytes(32)
+    quote = srv.sim.make_quote(report_data(nonce, zero_key))
+    response = srv.client.post(
+        "/servers/boot/attestation",
+        json={
+            "quote": base64.b64encode(quote).decode(),
+            "public_key": base64.b64encode(zero_key).decode(),
+        },
+        headers={"X-Chutes-Nonce": nonce.hex()},
+    )
+    assert_refused(response, 422, "public_key_invalid")

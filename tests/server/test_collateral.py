@@ -9,6 +9,8 @@ from pathlib import Path
 import dcap_qvl
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 
 from server.collateral import CollateralError, PcsCollateralFetcher, parse_collateral
@@ -184,3 +186,47 @@ def test_metrics_report_collateral_age(tmp_path: Path, database_url: str, sim: S
     assert f'tdx_attest_collateral_age_seconds{{ca="platform",fmspc="{sim.fmspc.hex()}"}}' in text
     assert 'tdx_attest_attestations_total{kind="boot",reason="",verdict="accepted"} 1.0' in text
     assert "tdx_attest_dcap_verification_seconds_count 1.0" in text
+
+
+@pytest.mark.parametrize("form", ["der", "pem", "hex", "hex-newline"])
+def test_crl_bodies_in_every_form(sim: SimState, form: str) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from server.collateral import _crl_der
+
+    der = bytes.fromhex(json.loads(sim.collateral_json)["pck_crl"])
+    crl = x509.load_der_x509_crl(der)
+    bodies = {
+        "der": der,
+        "pem": crl.public_bytes(Encoding.PEM),
+        "hex": der.hex().encode(),
+        "hex-newline": der.hex().upper().encode() + b"\n",
+    }
+    assert _crl_der(bodies[form]) == der
+
+
+def test_der_crl_ending_in_a_whitespace_byte_is_kept_whole() -> None:
+    """A DER body is never trimmed: the last byte of its signature may be 0x20 or 0x0a."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from server.collateral import _crl_der
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test PCK Platform CA")])
+    now = dt.datetime.now(dt.UTC)
+    for _ in range(2000):
+        der = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(name)
+            .last_update(now)
+            .next_update(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.DER)
+        )
+        if der[-1:] in (b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c"):
+            break
+    else:
+        pytest.fail("no CRL ending in a whitespace byte was produced")
+    assert _crl_der(der) == der

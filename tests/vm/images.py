@@ -150,8 +150,14 @@ def stage_simulator(lib: Path) -> Path:
     return lib
 
 
-def initramfs_tools_confdir(dest: Path, *, product: bool, simulator: bool) -> Path:
-    """A private copy of /etc/initramfs-tools with our hook/script and the test glue."""
+def initramfs_tools_confdir(
+    dest: Path, *, product: bool, simulator: bool, keyscript: bool = False
+) -> Path:
+    """A private copy of /etc/initramfs-tools with our hook/script and the test glue.
+
+    ``keyscript`` adds a crypttab entry using our keyscript (the build needs
+    TDX_VM_TEST_CRYPTTAB_UUID in its environment).
+    """
     shutil.copytree("/etc/initramfs-tools", dest, symlinks=True)
     for sub in ("hooks", "scripts/local-top", "scripts/init-premount", "scripts/init-bottom"):
         (dest / sub).mkdir(parents=True, exist_ok=True)
@@ -168,6 +174,10 @@ def initramfs_tools_confdir(dest: Path, *, product: bool, simulator: bool) -> Pa
         )
         _install_exec(
             TEST_GLUE_DIR / "marker-bottom.sh", dest / "scripts/init-bottom/tdx-vm-test-marker"
+        )
+    if keyscript:
+        _install_exec(
+            TEST_GLUE_DIR / "keyscript-crypttab-hook.sh", dest / "hooks/tdx-vm-test-crypttab"
         )
     return dest
 

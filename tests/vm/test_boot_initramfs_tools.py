@@ -88,3 +88,27 @@ def test_other_measurements_stay_locked_and_power_off(
     assert powered_off is not None and powered_off >= failed, result.describe()
     assert result.returncode == 0, result.describe()
     assert "measurement_mismatch" in vm_world.server.logs()
+
+
+def test_crypttab_keyscript_mode_unlocks_the_root_disk(vm_world: VmWorld) -> None:
+    """cryptroot opens the volume itself; our keyscript attests and hands it the key."""
+    work = vm_world.root / "initramfs-tools-keyscript"
+    work.mkdir()
+    confdir = images.initramfs_tools_confdir(
+        work / "conf", product=True, simulator=True, keyscript=True
+    )
+    image = work / "initrd-keyscript.img"
+    env = {**vm_world.build_env(), "TDX_VM_TEST_CRYPTTAB_UUID": vm_world.volume_uuid}
+    images.mkinitramfs(confdir, image, vm_world.kernel, env)
+    assert "cryptroot/crypttab" in images.list_initramfs(image)
+
+    result = boot(vm_world, image, "default", "it-keyscript")
+
+    assert not result.timed_out, result.describe()
+    assert f"tdx-vm-test: marker={vm_world.marker}" in result.console, result.describe()
+    assert "tdx-boot-attest: OK key released" in result.console, result.describe()
+    # The boot script left the unlock to cryptroot: the agent ran as the keyscript only.
+    assert "tdx-boot-attest: agent starting" not in result.console, result.describe()
+    assert "tdx-boot-attest: OK unlocked" not in result.console, result.describe()
+    assert "root: set up successfully" in result.console, result.describe()
+    assert "FAILED" not in result.console, result.describe()
