@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 import dcap_qvl
-from sqlalchemy import insert, select
 
 from agent.protocol import (
     MAX_QUOTE_BYTES,
@@ -26,22 +25,16 @@ from agent.protocol import (
     parse_kem,
 )
 from server.context import ServerContext
-from server.db.base import Base
-from server.db.models import BootAttestation, Image
 from server.dcap import DcapVerdict, verify_dcap
 from server.errors import AttestationRefused, NonceRejected, RequestInvalid, ServerError
 from server.key_release import HpkePublicKey, load_public_key, seal_for_agent
-from server.nonces import consume_nonce
-from server.policy import APPROVED_IMAGE_COLUMNS, ApprovedImage, ImageRecord, match_image
+from server.nonces import BOOT_SCOPE
+from server.policy import ApprovedImage, ImageRecord, match_image
 from server.quote import TdQuote, parse_td_quote
 
 ATTESTATION_LOG = logging.getLogger("tdx_attest.attestation")
 # Base64 of MAX_QUOTE_BYTES, plus padding: longer text is refused before decoding.
 MAX_QUOTE_BASE64_CHARS = 4 * ((MAX_QUOTE_BYTES + 2) // 3)
-_ACTIVE_IMAGES = (
-    select(*APPROVED_IMAGE_COLUMNS).where(Image.retired_at.is_(None)).order_by(Image.id)
-)
-_INSERT_ATTEMPT = insert(Base.metadata.tables[BootAttestation.__tablename__])
 
 
 class CollateralFetchNeeded(Exception):
@@ -188,10 +181,7 @@ def _step5_consume_nonce_and_load_images(
 ) -> list[ApprovedImage]:
     # One short transaction: the nonce is spent (committed before any verification, so
     # a concurrent replica sees it used) and the policy is read as of that moment.
-    with ctx.engine.begin() as conn:
-        consume_nonce(conn, nonce.hex(), now)
-        rows = conn.execute(_ACTIVE_IMAGES).mappings()
-        return [ApprovedImage.from_mapping(row) for row in rows]
+    return ctx.boot_store.consume_nonce_and_load_images(nonce.hex(), BOOT_SCOPE, now)
 
 
 def _step6_verify_dcap(
@@ -281,8 +271,7 @@ def _finish(
         else None,
         latency_ms=latency * 1000,
     )
-    with ctx.engine.begin() as conn:
-        conn.execute(_INSERT_ATTEMPT, row)
+    ctx.boot_store.record_attempt(row)
     ctx.metrics.attestations.labels("boot", verdict, reason or "").inc()
     ctx.metrics.attestation_latency.labels("boot").observe(latency)
     log_attestation(

@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.boot_store import BootStore
 from server.clock import Clock
 from server.collateral import CollateralFetcher, PcsCollateralFetcher
 from server.collateral_cache import CollateralCache
@@ -31,6 +32,7 @@ class ServerContext:
     trust_root_der: bytes | None
     collateral: CollateralCache
     metrics: Metrics
+    boot_store: BootStore
     last_nonce_purge: datetime | None = None
 
     @classmethod
@@ -61,6 +63,7 @@ class ServerContext:
                 retry_after_seconds=settings.collateral_retry_after_seconds,
             ),
             metrics=Metrics(),
+            boot_store=BootStore(engine),
         )
 
 

@@ -29,6 +29,12 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-async def client_ip(request: Request) -> str | None:
+def peer_address(request: Request) -> str | None:
     """The peer address of the request (uvicorn applies trusted proxy headers). Raises nothing."""
-    return request.client.host if request.client is not None else None
+    client = request.scope.get("client")
+    return str(client[0]) if client else None
+
+
+async def client_ip(request: Request) -> str | None:
+    """``peer_address`` as an async dependency. Raises nothing."""
+    return peer_address(request)

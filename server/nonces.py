@@ -22,7 +22,7 @@ PURGE_GRACE = timedelta(hours=1)
 # Built once: constructing statements per request costs more than running them.
 _NONCES = Base.metadata.tables[Nonce.__tablename__]
 _INSERT = insert(_NONCES)
-_CONSUME = (
+CONSUME_STATEMENT = (
     update(_NONCES)
     .where(
         _NONCES.c.nonce == bindparam("wanted"),
@@ -33,7 +33,7 @@ _CONSUME = (
     .values(consumed_at=bindparam("now"))
     .returning(_NONCES.c.nonce)
 )
-_LOOK_UP = select(_NONCES.c.expires_at, _NONCES.c.consumed_at).where(
+LOOK_UP_STATEMENT = select(_NONCES.c.expires_at, _NONCES.c.consumed_at).where(
     _NONCES.c.nonce == bindparam("wanted"), _NONCES.c.scope == bindparam("wanted_scope")
 )
 
@@ -49,6 +49,19 @@ class IssuedNonce:
     client_ip: str | None
 
 
+def new_nonce(
+    now: datetime, ttl_seconds: int, client_ip: str | None, scope: str = BOOT_SCOPE
+) -> IssuedNonce:
+    """A fresh random nonce valid for ``ttl_seconds`` (not yet stored). Raises nothing."""
+    return IssuedNonce(
+        nonce=secrets.token_bytes(NONCE_BYTES).hex(),
+        scope=scope,
+        created_at=now,
+        expires_at=now + timedelta(seconds=ttl_seconds),
+        client_ip=client_ip,
+    )
+
+
 def issue_nonce(
     session: Session | Connection,
     now: datetime,
@@ -57,13 +70,7 @@ def issue_nonce(
     scope: str = BOOT_SCOPE,
 ) -> IssuedNonce:
     """Store and return a fresh nonce valid for ``ttl_seconds``. Raises SQLAlchemy errors."""
-    nonce = IssuedNonce(
-        nonce=secrets.token_bytes(NONCE_BYTES).hex(),
-        scope=scope,
-        created_at=now,
-        expires_at=now + timedelta(seconds=ttl_seconds),
-        client_ip=client_ip,
-    )
+    nonce = new_nonce(now, ttl_seconds, client_ip, scope)
     session.execute(
         _INSERT,
         {
@@ -87,10 +94,10 @@ def consume_nonce(
     Raises NonceRejected with nonce_unknown, nonce_expired or nonce_used.
     """
     params = {"wanted": nonce_hex, "wanted_scope": scope, "now": now}
-    claimed = session.execute(_CONSUME, params).first()
+    claimed = session.execute(CONSUME_STATEMENT, params).first()
     if claimed is not None:
         return
-    row = session.execute(_LOOK_UP, params).first()
+    row = session.execute(LOOK_UP_STATEMENT, params).first()
     if row is None:
         raise NonceRejected("nonce was not issued by this server", Reason.NONCE_UNKNOWN)
     if row.consumed_at is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -13,8 +13,8 @@ from agent.protocol import BOOT_ATTESTATION_PATH, NONCE_HEADER, NONCE_PATH, b64e
 from server.boot_attestation import BootRequest, CollateralFetchNeeded, attest_boot
 from server.clock import rfc3339
 from server.context import ServerContext
-from server.dependencies import client_ip, context_dependency
-from server.nonces import issue_nonce, purge_nonces
+from server.dependencies import get_context, peer_address
+from server.nonces import new_nonce, purge_nonces
 from server.schemas import (
     BootAttestationRequest,
     BootAttestationResponse,
@@ -42,18 +42,19 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
     description="Generate a nonce for boot attestation. No authentication required.",
 )
 async def get_nonce(
-    ctx: Annotated[ServerContext, Depends(context_dependency)],
-    ip: Annotated[str | None, Depends(client_ip)],
+    request: Request,
 ) -> JSONResponse:
-    """Issue a single-use nonce. Raises SQLAlchemy errors (a 500) only if the database fails."""
-    # Handled on the event loop, without a worker-thread hop: the work is a millisecond of
-    # CPU and one short transaction; parallelism comes from --workers processes.
+    """Issue a single-use nonce. Raises database errors (a 500) only if the database fails."""
+    # Handled on the event loop, without a worker-thread hop: the work is well under a
+    # millisecond of CPU and one short transaction; parallelism comes from --workers.
+    ctx = get_context(request)
     now = ctx.clock()
-    with ctx.engine.begin() as conn:
-        nonce = issue_nonce(conn, now, ctx.settings.nonce_ttl_seconds, ip)
-        if _purge_due(ctx, now):
+    nonce = new_nonce(now, ctx.settings.nonce_ttl_seconds, peer_address(request))
+    ctx.boot_store.issue_nonce(nonce)
+    if _purge_due(ctx, now):
+        with ctx.engine.begin() as conn:
             purge_nonces(conn, now)
-            ctx.last_nonce_purge = now
+        ctx.last_nonce_purge = now
     ctx.metrics.nonces_issued.labels("boot").inc()
     return JSONResponse({"nonce": nonce.nonce, "expires_at": rfc3339(nonce.expires_at)})
 
@@ -75,8 +76,7 @@ def _purge_due(ctx: ServerContext, now: datetime) -> bool:
 )
 async def post_boot_attestation(
     body: BootAttestationRequest,
-    ctx: Annotated[ServerContext, Depends(context_dependency)],
-    ip: Annotated[str | None, Depends(client_ip)],
+    request: Request,
     x_chutes_nonce: Annotated[str | None, Header(alias=NONCE_HEADER)] = None,
 ) -> JSONResponse:
     """Verify the quote and release the sealed key; refusals raise ServerError subclasses."""
@@ -85,20 +85,21 @@ async def post_boot_attestation(
         for key, value in body.model_dump().items()
         if key not in {"quote", "public_key", "kem"} and value is not None
     }
-    request = BootRequest(
+    ctx = get_context(request)
+    boot = BootRequest(
         nonce_header=x_chutes_nonce,
         quote=body.quote,
         public_key=body.public_key,
         kem=body.kem,
-        client_ip=ip,
+        client_ip=peer_address(request),
         bookkeeping=bookkeeping,
     )
     # With cached collateral the work is CPU and two short transactions, done here without
     # a thread hop; a collateral fetch (network I/O) is done on a worker thread instead.
     try:
-        result = attest_boot(ctx, request, may_fetch_collateral=False)
+        result = attest_boot(ctx, boot, may_fetch_collateral=False)
     except CollateralFetchNeeded:
-        result = await run_in_threadpool(attest_boot, ctx, request)
+        result = await run_in_threadpool(attest_boot, ctx, boot)
     return JSONResponse(
         {
             "attestation_id": result.attestation_id,
