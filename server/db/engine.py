@@ -62,6 +62,10 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Under WAL, NORMAL skips the fsync on every commit (it syncs at checkpoints): a power
+    # loss can lose the last commits but never corrupts the database. A lost nonce or audit
+    # row fails closed (the agent retries with a new nonce); FULL would cost an fsync per
+    # statement on the boot path.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
