@@ -3,9 +3,10 @@
 For SQLite and PostgreSQL: starts `tdx-attest-server serve` (uvicorn, loopback), registers the
 simulator's image, runs N complete boots (GET nonce, simulated quote, POST attestation) over
 real HTTP, then verifies the same quotes with dcap-qvl alone in this process. Reports p50/p99
-latency, boots/s, the server process's CPU time per boot (from /proc/PID/stat) and its
-ratio to dcap-qvl's CPU time per verification (target <= 2.0), as the median over batches
-(dcap-qvl measured right after each batch, under the same machine load). Ends with one JSON line.
+latency, boots/s, the server process's CPU time per boot (from /proc/PID/stat; also its kernel
+part: sockets, database files) and its ratio to dcap-qvl's CPU time per verification (target
+<= 2.0), as the median over batches (dcap-qvl measured right after each batch, under the same
+machine load). Ends with one JSON line.
 
 Usage: python bench/server_boot.py [N]   (default 300; PostgreSQL at TDX_ATTEST_TEST_PG_URL)
 """
