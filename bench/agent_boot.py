@@ -32,7 +32,7 @@ from tests.support.agent_e2e import (  # noqa: E402
     new_passphrase,
     write_agent_config,
 )
-from tests.support.live_server import live_server  # noqa: E402
+from tests.support.live_server import simulator_server  # noqa: E402
 from tests.support.tsm_mount import mounted_tsm  # noqa: E402
 
 RUNS = int(os.environ.get("AGENT_BENCH_RUNS", "15"))
@@ -142,12 +142,7 @@ def main() -> int:
         passphrase = new_passphrase()
         with (
             mounted_tsm(state_dir, mount),
-            live_server(
-                root / "server",
-                f"sqlite:///{root / 'server' / 'verifier.db'}",
-                trust_root=state_dir / "root_ca.der",
-                collateral_file=state_dir / "collateral.json",
-            ) as server,
+            simulator_server(root, state_dir) as server,
         ):
             golden = root / "golden.quote"
             subprocess.run(

@@ -32,7 +32,7 @@ from tests.support.agent_e2e import (
     run_agent,
     write_agent_config,
 )
-from tests.support.live_server import LiveServer, free_port, live_server
+from tests.support.live_server import LiveServer, free_port, simulator_server
 from tests.support.tls_app import make_ca, make_server_cert
 from tests.support.tsm_mount import mounted_tsm
 
@@ -67,12 +67,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     mount = root / "tsm"
     with (
         mounted_tsm(state_dir, mount),
-        live_server(
-            root / "server",
-            f"sqlite:///{root / 'server' / 'verifier.db'}",
-            trust_root=state_dir / "root_ca.der",
-            collateral_file=state_dir / "collateral.json",
-        ) as server,
+        simulator_server(root, state_dir) as server,
     ):
         # The operator's flow: the agent's own diagnostics produce the golden quote.
         golden = root / "golden.quote"

@@ -25,7 +25,7 @@ from tests.support.agent_e2e import (
     run_agent,
     write_agent_config,
 )
-from tests.support.live_server import LiveServer, live_server
+from tests.support.live_server import LiveServer, simulator_server
 from tests.support.miner_keys import MinerKey, json_body
 from tests.support.tsm_mount import mounted_tsm
 
@@ -67,12 +67,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     mount = root / "tsm"
     with (
         mounted_tsm(state_dir, mount),
-        live_server(
-            root / "server",
-            f"sqlite:///{root / 'server' / 'verifier.db'}",
-            trust_root=state_dir / "root_ca.der",
-            collateral_file=state_dir / "collateral.json",
-        ) as server,
+        simulator_server(root, state_dir) as server,
     ):
         server.add_image("golden", passphrase=passphrase, quote_file=golden)
         server.cli("miner", "add", miner.hotkey)

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +180,20 @@ def live_server(
     finally:
         _stop(process)
         log.close()
+
+
+def simulator_server(root: Path, state_dir: Path) -> AbstractContextManager[LiveServer]:
+    """A live server on SQLite under ``root/server`` that trusts the simulator at ``state_dir``.
+
+    The simulator's collateral is imported, so no PCCS is needed. Raises RuntimeError when
+    the server does not start.
+    """
+    return live_server(
+        root / "server",
+        f"sqlite:///{root / 'server' / 'verifier.db'}",
+        trust_root=state_dir / "root_ca.der",
+        collateral_file=state_dir / "collateral.json",
+    )
 
 
 def _wait_ready(server: LiveServer, timeout: float) -> None:

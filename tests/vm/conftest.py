@@ -13,8 +13,11 @@ import pytest
 
 from tdxsim.profile import Profile
 from tdxsim.state import SimState
-from tests.support.live_server import LiveServer, live_server
-from tests.vm import images
+from tests.support.live_server import LiveServer, simulator_server
+from tests.vm import images, qemu
+
+# Generous: a boot under software emulation on a loaded 2-core machine takes about a minute.
+BOOT_TIMEOUT = 420.0
 
 FIGURES_FILE = images.REPO_ROOT / "build" / "vm" / "figures.json"
 PROFILES_DIR = images.REPO_ROOT / "tdxsim" / "profiles"
@@ -47,6 +50,17 @@ class VmWorld:
             }
         )
 
+    def boot(self, initrd: Path, cmdline: str, profile: str, name: str) -> qemu.BootResult:
+        """Boot ``initrd`` with the simulator playing ``profile``; console in ``root/name``."""
+        return qemu.boot(
+            kernel=self.kernel.vmlinuz,
+            initrd=initrd,
+            disk=self.disk,
+            append=f"{cmdline} tdxsim.profile={profile}",
+            console=self.root / f"{name}.console",
+            timeout=BOOT_TIMEOUT,
+        )
+
 
 def guest_url(server: LiveServer) -> str:
     """The server's URL as the guest sees it: QEMU's user network maps 10.0.2.2 to host."""
@@ -74,12 +88,7 @@ def vm_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmWorld]:
     marker = secrets.token_hex(16)
     disk = root / "root.img"
     images.make_luks_disk(disk, passphrase=passphrase, marker=marker, uuid=volume_uuid)
-    with live_server(
-        root / "server",
-        f"sqlite:///{root / 'server' / 'verifier.db'}",
-        trust_root=state_dir / "root_ca.der",
-        collateral_file=state_dir / "collateral.json",
-    ) as server:
+    with simulator_server(root, state_dir) as server:
         server.add_image("vm-golden", passphrase=passphrase, quote_file=golden)
         del passphrase
         agent_conf = images.write_agent_config(

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm import images, qemu
+from tests.vm import images
 from tests.vm.conftest import VmWorld
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-BOOT_TIMEOUT = 420.0
 # The root device appears only once the agent has opened it, which under software
 # emulation can take longer than dracut's default 180 s wait (rd.retry). A failure that
 # reaches dracut's emergency handling powers off instead of waiting for a shell.
@@ -80,19 +79,8 @@ def test_product_image_size_with_and_without_the_module(vm_world: VmWorld) -> No
     }
 
 
-def boot(vm_world: VmWorld, initrd: Path, profile: str, name: str) -> qemu.BootResult:
-    return qemu.boot(
-        kernel=vm_world.kernel.vmlinuz,
-        initrd=initrd,
-        disk=vm_world.disk,
-        append=f"{BASE_CMDLINE} tdxsim.profile={profile}",
-        console=vm_world.root / f"{name}.console",
-        timeout=BOOT_TIMEOUT,
-    )
-
-
 def test_golden_measurements_unlock_the_root_disk(vm_world: VmWorld, dracut_image: Path) -> None:
-    result = boot(vm_world, dracut_image, "default", "dracut-golden")
+    result = vm_world.boot(dracut_image, BASE_CMDLINE, "default", "dracut-golden")
 
     assert not result.timed_out, result.describe()
     assert f"tdx-vm-test: marker={vm_world.marker}" in result.console, result.describe()
@@ -116,7 +104,7 @@ def test_golden_measurements_unlock_the_root_disk(vm_world: VmWorld, dracut_imag
 def test_other_measurements_stay_locked_and_power_off(
     vm_world: VmWorld, dracut_image: Path
 ) -> None:
-    result = boot(vm_world, dracut_image, "other", "dracut-other")
+    result = vm_world.boot(dracut_image, BASE_CMDLINE, "other", "dracut-other")
 
     assert not result.timed_out, result.describe()
     failed = result.kernel_time("tdx-boot-attest: FAILED reason=measurement_mismatch")

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm import images, qemu
+from tests.vm import images
 from tests.vm.conftest import VmWorld
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1500)]
 
-BOOT_TIMEOUT = 420.0
 BASE_CMDLINE = "console=ttyS0 root=/dev/mapper/root ro ip=dhcp panic=-1 printk.time=1"
 
 
@@ -33,19 +32,8 @@ def test_initramfs(vm_world: VmWorld) -> Path:
     return image
 
 
-def boot(vm_world: VmWorld, initrd: Path, profile: str, name: str) -> qemu.BootResult:
-    return qemu.boot(
-        kernel=vm_world.kernel.vmlinuz,
-        initrd=initrd,
-        disk=vm_world.disk,
-        append=f"{BASE_CMDLINE} tdxsim.profile={profile}",
-        console=vm_world.root / f"{name}.console",
-        timeout=BOOT_TIMEOUT,
-    )
-
-
 def test_golden_measurements_unlock_the_root_disk(vm_world: VmWorld, test_initramfs: Path) -> None:
-    result = boot(vm_world, test_initramfs, "default", "it-golden")
+    result = vm_world.boot(test_initramfs, BASE_CMDLINE, "default", "it-golden")
 
     assert not result.timed_out, result.describe()
     assert f"tdx-vm-test: marker={vm_world.marker}" in result.console, result.describe()
@@ -75,7 +63,7 @@ def test_golden_measurements_unlock_the_root_disk(vm_world: VmWorld, test_initra
 def test_other_measurements_stay_locked_and_power_off(
     vm_world: VmWorld, test_initramfs: Path
 ) -> None:
-    result = boot(vm_world, test_initramfs, "other", "it-other")
+    result = vm_world.boot(test_initramfs, BASE_CMDLINE, "other", "it-other")
 
     assert not result.timed_out, result.describe()
     failed = result.kernel_time("tdx-boot-attest: FAILED reason=measurement_mismatch")
@@ -102,7 +90,7 @@ def test_crypttab_keyscript_mode_unlocks_the_root_disk(vm_world: VmWorld) -> Non
     images.mkinitramfs(confdir, image, vm_world.kernel, env)
     assert "cryptroot/crypttab" in images.list_initramfs(image)
 
-    result = boot(vm_world, image, "default", "it-keyscript")
+    result = vm_world.boot(image, BASE_CMDLINE, "default", "it-keyscript")
 
     assert not result.timed_out, result.describe()
     assert f"tdx-vm-test: marker={vm_world.marker}" in result.console, result.describe()
