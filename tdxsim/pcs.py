@@ -610,9 +610,12 @@ def run(args: argparse.Namespace) -> int:
         start, duration = args.outage
         if not stop.wait(start):
             server.go_down()
-            log.info("pcs: outage for %.1f s", duration)
+            # Printed once the socket is closed (and again once it listens), so a
+            # watcher knows which state it is probing without guessing from timing.
+            print(f"tdxsim pcs down for {duration:.1f} s", flush=True)
             if not stop.wait(duration):
                 server.come_back()
+                print(f"tdxsim pcs up again on {server.url}", flush=True)
     stop.wait()
     server.stop()
     return 0
