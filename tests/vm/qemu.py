@@ -19,7 +19,7 @@ from typing import Final
 QEMU: Final = "qemu-system-x86_64"
 MEMORY_MB: Final = 1536
 PROBE_SECONDS: Final = 10.0
-_TIMESTAMP = re.compile(r"\[\s*(\d+\.\d+)\]")
+_KERNEL_RECORD = re.compile(r"\[\s*(\d+\.\d+)\] ([^\n]*)")
 _accel_cache: dict[Path, str] = {}
 
 
@@ -43,16 +43,19 @@ class BootResult:
         return f"QEMU ({self.accel}) {how} after {self.seconds:.1f} s; console tail:\n{self.tail()}"
 
     def kernel_time(self, needle: str) -> float | None:
-        """The printk timestamp (seconds since kernel start) of the first line with needle."""
-        # Shell output without a newline ("Begin: ... ") may precede a kernel line, so
-        # the timestamp is the last one before the needle on its line.
-        for line in self.console.splitlines():
-            at = line.find(needle)
-            if at < 0:
-                continue
-            stamps = [m for m in _TIMESTAMP.finditer(line) if m.end() <= at]
-            if stamps:
-                return float(stamps[-1].group(1))
+        """The printk timestamp (seconds since kernel start) of the first kernel record with needle.
+
+        The serial console carries two writers: the kernel prints each record whole, as
+        ``[ seconds] text`` up to a newline, while user-space output on /dev/console (the
+        agent's stderr copy of a line it also logs through /dev/kmsg, shell progress text
+        without a newline) can stop anywhere and resume after a kernel record. So a line
+        may start with a user-space fragment, or hold the needle first in an unstamped
+        copy and then again in the kernel's stamped record. Only the kernel's records are
+        parsed here: each timestamp and the text it stamps, wherever on the line it starts.
+        """
+        for match in _KERNEL_RECORD.finditer(self.console):
+            if needle in match.group(2):
+                return float(match.group(1))
         return None
 
 
