@@ -178,10 +178,18 @@ def test_server_down_at_start_then_up(world: World, case: Path) -> None:
         agent = subprocess.Popen(
             argv(case, "boot", conf), stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        time.sleep(3)
+        # The server starts only once the agent has said it will retry: its first attempt
+        # has certainly met no server, however slowly the agent started.
+        assert agent.stderr is not None
+        early = b""
+        while b"retrying in" not in early:
+            line = agent.stderr.readline()
+            assert line, f"the agent stopped before retrying: {early.decode()}"
+            early += line
         assert agent.poll() is None, "the agent must still be waiting for the server"
         with background(serve, case / "late-server.log", env):
             out, err = agent.communicate(timeout=60)
+        err = early + err
     text = err.decode()
     assert agent.returncode == 0, text
     assert "retrying in" in text
