@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs the agent's unit tests on Python 3.11 with EXACTLY the oldest versions of the
 # agent's dependencies that setup.cfg declares (install_requires lower bounds, and the
-# runtime extra), in a fresh .venv-oldest. Test tools (pytest) come from the test extra's range.
+# runtime extra), in a fresh .venv-oldest. Test tools (pytest, hypothesis) come from the
+# test extra's range.
 # Usage: scripts/test-oldest-deps.sh [PYTEST ARGS...]
 set -eu
 cd "$(dirname "$0")/.."
@@ -33,7 +34,7 @@ rm -rf "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 echo "test-oldest-deps: installing$pins" >&2
 # shellcheck disable=SC2086 # the pin list is split into words on purpose
-"$VENV/bin/python" -m pip install -q $pins 'pytest>=8,<10' 'pytest-timeout>=2.3,<3'
+"$VENV/bin/python" -m pip install -q $pins 'pytest>=8,<10' 'pytest-timeout>=2.3,<3' 'hypothesis>=6,<7'
 "$VENV/bin/python" -m pip freeze | grep -iE '^(requests|cryptography|pyudev|tenacity|py-sr25519-bindings)=='
 # The project from the work tree (no install, so nothing is built into it).
 PYTHONPATH=$(pwd) "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/agent "$@"
