@@ -294,7 +294,9 @@ def _read_spec_id_record(
         known = _ALGORITHM_SIZES.get(algorithm)
         if known is not None and known != digest_size:
             raise EventLogError(
-                cursor, f"algorithm {algorithm:#06x} declared with {digest_size}-byte digests"
+                cursor,
+                f"algorithm {algorithm:#06x} declared with {digest_size}-byte digests"
+                f" (it has {known})",
             )
         if digest_size == 0 or digest_size > 64:
             raise EventLogError(cursor, f"digest size {digest_size} is not plausible")
