@@ -190,9 +190,12 @@ class BootClient:
         sleep: Sleep = time.sleep,
         on_retry: Callable[[TransientError, float], None] | None = None,
         kem: protocol.Kem = protocol.DEFAULT_KEM,
+        event_log: bytes | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.kem = kem
+        # The firmware's event log (records only), sent with every attestation when known.
+        self.event_log = event_log
         self.session = session
         self.quotes = quotes
         self.connect_timeout = connect_timeout
@@ -276,17 +279,22 @@ class BootClient:
             ) from None
         return _answer(response, f"{method} {path}")
 
+    def with_event_log(self, fields: dict[str, str]) -> dict[str, str]:
+        """``fields`` plus ``event_log`` (base64) when the client has one. Raises nothing."""
+        if self.event_log is None:
+            return fields
+        return {**fields, "event_log": protocol.b64encode(self.event_log)}
+
     def _attempt(self, deadline: Deadline) -> ReleasedKey:
         nonce = self.get_nonce(deadline)
         private_key, public_key = new_key_pair(self.kem)
         quote = self.quotes.get_quote(protocol.report_data(nonce, public_key))
-        body = json.dumps(
-            {
-                "quote": protocol.b64encode(quote),
-                "public_key": protocol.b64encode(public_key),
-                "kem": self.kem.value,
-            }
-        ).encode()
+        fields = {
+            "quote": protocol.b64encode(quote),
+            "public_key": protocol.b64encode(public_key),
+            "kem": self.kem.value,
+        }
+        body = json.dumps(self.with_event_log(fields)).encode()
         answer = self.request(
             "POST",
             protocol.BOOT_ATTESTATION_PATH,

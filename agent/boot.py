@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.api import BootClient, ReleasedKey, make_session, new_key_pair, released
+from agent.ccel import event_log_to_send
 from agent.config import Config, Volume
 from agent.console import Console
 from agent.disk import Cryptsetup, DeviceWaiter, write_all
@@ -49,12 +50,17 @@ class BootContext:
     def client(self) -> BootClient:
         """An HTTP client of the configured server.
 
-        Raises ConfigError(kem_unsupported) when the configured KEM is not available here,
-        so that shows before any network traffic.
+        Reads the firmware's event log once, to send with every attempt. Raises
+        ConfigError(kem_unsupported) when the configured KEM is not available here, so
+        that shows before any network traffic, and EventLogUnavailable when the
+        configuration requires the event log and none can be read.
         """
         config = self.config
         new_key_pair(Kem(config.kem))
         ca = str(config.ca_bundle) if config.ca_bundle else None
+        event_log = event_log_to_send(config.event_log_path, required=config.event_log_required)
+        if event_log.problem is not None:
+            self.console.info(f"{event_log.problem}; attesting without it")
         return BootClient(
             config.server_url,
             make_session(ca),
@@ -65,6 +71,7 @@ class BootContext:
             sleep=self.sleep,
             on_retry=self._report_retry,
             kem=Kem(config.kem),
+            event_log=event_log.data,
         )
 
     def _report_retry(self, error: TransientError, delay: float) -> None:

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from agent.config import DEFAULT_CMDLINE_PATH, DEFAULT_CONFIG_PATH, Config, load_config
 from agent.console import DEFAULT_KMSG, Console
@@ -25,7 +25,8 @@ exit codes:
   0  success
   1  internal error (a bug: run again with --verbose for the traceback)
   2  bad configuration, usage or hotkey/token file (nothing was sent to the server)
-  3  configfs-tsm could not produce a quote (no TD, wrong provider, EIO, ETIMEDOUT, ...)
+  3  configfs-tsm could not produce a quote (no TD, wrong provider, EIO, ETIMEDOUT, ...),
+     or the firmware event log is required but unusable, or does not replay to the quote
   4  server unreachable until the deadline, TLS refused, or an unusable answer
   5  the server refused (its reason code is on the console line)
   6  the device did not appear, or cryptsetup did not open it
@@ -98,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     quote.add_argument("--tsm-root", type=Path, help="configfs-tsm report directory")
     quote.add_argument("--json", action="store_true", help="print one JSON object")
     quote.set_defaults(handler=_cmd_quote)
+
+    eventlog = add(
+        "eventlog", "offline: show the firmware event log, its replay and a fresh quote's RTMRs"
+    )
+    eventlog.add_argument("--event-log", type=Path, help="read this log instead (default: config)")
+    eventlog.add_argument("--tsm-root", type=Path, help="configfs-tsm report directory")
+    eventlog.add_argument(
+        "--no-quote", action="store_true", help="do not compare with a fresh quote"
+    )
+    eventlog.add_argument("--json", action="store_true", help="print one JSON object")
+    eventlog.set_defaults(handler=_cmd_eventlog)
 
     check = add("check", "check configuration, server reachability and the TSM (no key)")
     check.set_defaults(handler=_cmd_check)
@@ -257,6 +269,89 @@ def _cmd_quote(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_eventlog(args: argparse.Namespace, console: Console) -> int:
+    from agent.ccel import EventLogMismatch, EventLogUnavailable, read_event_log
+    from agent.eventlog import parse_event_log
+
+    path: Path
+    tsm_root: Path | None
+    if args.event_log is not None and (args.tsm_root is not None or args.no_quote):
+        path, tsm_root = args.event_log, args.tsm_root
+    else:
+        config = _config(args, require_server=False)
+        path = args.event_log or config.event_log_path
+        tsm_root = args.tsm_root or config.tsm_root
+    read = read_event_log(path)
+    if read.data is None:
+        raise EventLogUnavailable(read.problem or f"no event log at {path}")
+    log = parse_event_log(read.data)
+    replayed = log.replay()
+    quoted = None if args.no_quote or tsm_root is None else _quoted_rtmrs(tsm_root)
+    report = _eventlog_report(path, log, replayed, quoted)
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        _print_eventlog(report)
+    differing = [name for name, same in report["matches"].items() if same is False]
+    if differing:
+        raise EventLogMismatch(
+            f"the event log {path} does not replay to this TD's quote: "
+            f"{', '.join(differing)} differ (the log is not this boot's)"
+        )
+    return EXIT_OK
+
+
+def _quoted_rtmrs(tsm_root: Path) -> tuple[bytes, ...]:
+    from agent.boot import file_ops
+    from agent.quote import parse_quote
+    from agent.tsm import TsmQuoteProvider
+
+    quote = TsmQuoteProvider(tsm_root, file_ops()).get_quote(bytes(64))
+    fields = parse_quote(quote).fields
+    return tuple(fields[f"rtmr{n}"] for n in range(4))
+
+
+def _eventlog_report(
+    path: Path, log: Any, replayed: tuple[bytes, ...], quoted: tuple[bytes, ...] | None
+) -> dict[str, Any]:
+    from agent.eventlog import event_to_json
+
+    covered = log.covered()
+    matches: dict[str, bool | None] = {}
+    for n in range(4):
+        if quoted is None or n not in covered:
+            matches[f"rtmr{n}"] = None
+        else:
+            matches[f"rtmr{n}"] = replayed[n] == quoted[n]
+    return {
+        "path": str(path),
+        "length": log.length,
+        "events": [event_to_json(event) for event in log.events],
+        "replayed": {f"rtmr{n}": value.hex() for n, value in enumerate(replayed)},
+        "covered": [f"rtmr{n}" for n in sorted(covered)],
+        "quote": None if quoted is None else {f"rtmr{n}": v.hex() for n, v in enumerate(quoted)},
+        "matches": matches,
+    }
+
+
+def _print_eventlog(report: dict[str, Any]) -> None:
+    print(f"event log {report['path']}: {len(report['events'])} events, {report['length']} bytes")
+    for event in report["events"]:
+        register = "-" if event["rtmr"] is None else f"rtmr{event['rtmr']}"
+        print(f"  {event['index']:>3} {register:<6} {event['sha384'][:16]}  {event['name']}")
+    for name, value in report["replayed"].items():
+        same = report["matches"][name]
+        if name not in report["covered"]:
+            verdict = "not covered by the log"
+        elif same is None:
+            verdict = "not compared with a quote"
+        elif same:
+            verdict = "equals the quote"
+        else:
+            verdict = f"DIFFERS from the quote's {report['quote'][name]}"
+        print(f"{name} {value}  {verdict}")
+
+
 def _cmd_check(args: argparse.Namespace, console: Console) -> int:
     from agent.api import Deadline
     from agent.boot import BootContext
@@ -271,6 +366,7 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
     except AgentError as exc:
         failures.append(exc)
         print(f"FAILED tsm: {exc.reason}: {exc.message}")
+    failures += _check_event_log(config)
     try:
         client = context.client()
         client.get_nonce(Deadline.after(config.connect_timeout + config.read_timeout))
@@ -290,6 +386,22 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
             console.failure(failure.reason, failure.message)
         return failures[0].exit_code
     return EXIT_OK
+
+
+def _check_event_log(config: Config) -> list[AgentError]:
+    from agent.ccel import EventLogUnavailable, read_event_log
+    from agent.eventlog import parse_event_log
+
+    read = read_event_log(config.event_log_path)
+    if read.data is not None:
+        count = len(parse_event_log(read.data).events)
+        print(f"ok     eventlog: {config.event_log_path}, {count} events, {len(read.data)} bytes")
+        return []
+    if config.event_log_required:
+        print(f"FAILED eventlog: {read.problem}")
+        return [EventLogUnavailable(f"{read.problem}; [eventlog] required = true")]
+    print(f"note   eventlog: {read.problem}; attestation goes without it")
+    return []
 
 
 def _cmd_runtime(args: argparse.Namespace, console: Console) -> int:

@@ -4,6 +4,7 @@ File (read with configparser)::
 
     [server]  url, ca_bundle, allow_http, kem
     [tsm]     root
+    [eventlog] path, required
     [boot]    deadline, on_failure, connect_timeout, read_timeout, device_timeout,
               cryptsetup, check_mapper, mapper_dir, poweroff_command, reboot_command,
               askpass_command
@@ -11,8 +12,9 @@ File (read with configparser)::
 
 Kernel command line: ``tdx_attest.url=``, ``tdx_attest.ca_bundle=``,
 ``tdx_attest.allow_http=``, ``tdx_attest.deadline=``, ``tdx_attest.on_failure=``,
-``tdx_attest.tsm_root=``; these win over the file. Every problem is reported as a
-ConfigError naming the key and where it came from, before any network traffic.
+``tdx_attest.tsm_root=``, ``tdx_attest.event_log=``; these win over the file. Every
+problem is reported as a ConfigError naming the key and where it came from, before any
+network traffic.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from agent.errors import ConfigError
 DEFAULT_CONFIG_PATH: Final = Path("/etc/tdx-boot-attest/agent.conf")
 DEFAULT_CMDLINE_PATH: Final = Path("/proc/cmdline")
 DEFAULT_TSM_ROOT: Final = Path("/sys/kernel/config/tsm/report")
+# The firmware's event log as Linux exposes the ACPI CCEL table's log area.
+DEFAULT_EVENT_LOG_PATH: Final = Path("/sys/firmware/acpi/tables/data/CCEL")
 CMDLINE_PREFIX: Final = "tdx_attest."
 CMDLINE_SOURCE: Final = "the kernel command line"
 
@@ -65,6 +69,8 @@ class Config(NamedTuple):
     allow_http: bool = False
     kem: str = "x25519"  # an agent.protocol.Kem value
     tsm_root: Path = DEFAULT_TSM_ROOT
+    event_log_path: Path = DEFAULT_EVENT_LOG_PATH
+    event_log_required: bool = False
     deadline: float = 300.0
     on_failure: FailureAction = FailureAction.PROMPT
     connect_timeout: float = 10.0
@@ -100,10 +106,12 @@ _CMDLINE_KEYS: Final = {
     ("boot", "deadline"): "deadline",
     ("boot", "on_failure"): "on_failure",
     ("tsm", "root"): "tsm_root",
+    ("eventlog", "path"): "event_log",
 }
 _FILE_KEYS: Final = {
     "server": {"url", "ca_bundle", "allow_http", "kem"},
     "tsm": {"root"},
+    "eventlog": {"path", "required"},
     "boot": {
         "deadline",
         "on_failure",
@@ -291,6 +299,10 @@ def _build(
         allow_http=allow_http,
         kem=_kem(values.get(("server", "kem"))),
         tsm_root=_path(values.get(("tsm", "root")), defaults.tsm_root),
+        event_log_path=_path(values.get(("eventlog", "path")), defaults.event_log_path),
+        event_log_required=_bool(
+            values.get(("eventlog", "required")), default=defaults.event_log_required
+        ),
         deadline=_seconds(values.get(("boot", "deadline")), defaults.deadline),
         on_failure=_action(values.get(("boot", "on_failure")), defaults.on_failure),
         connect_timeout=_seconds(values.get(("boot", "connect_timeout")), defaults.connect_timeout),

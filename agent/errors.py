@@ -24,6 +24,7 @@ class LocalReason(enum.StrEnum):
     TSM_TIMEOUT = "tsm_timeout"
     TSM_ERROR = "tsm_error"
     QUOTE_UNREADABLE = "quote_unreadable"
+    EVENT_LOG_UNAVAILABLE = "event_log_unavailable"
     SERVER_UNREACHABLE = "server_unreachable"
     SERVER_ERROR = "server_error"
     TLS_UNTRUSTED = "tls_untrusted"

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from agent.protocol import ProtocolError, Reason
+
+if TYPE_CHECKING:
+    import uuid
 
 # A CCEL log area is 64 KiB to 256 KiB on the firmware seen in the field; 1 MiB leaves room
 # for verbose boot chains while bounding what a server parses per request.
@@ -156,7 +157,6 @@ class EventLogError(ProtocolError):
         self.offset = offset
 
 
-@dataclass(frozen=True, slots=True)
 class Event:
     """One record of the log, as read (or as a calculator expects it to be written).
 
@@ -165,16 +165,47 @@ class Event:
     the log's register number (1..4 = RTMR0..3), ``digests`` (algorithm id, digest)
     pairs, ``data`` the event data. ``detail`` is what a calculator knows about the
     measured input and the log does not hold (the command line's text, a file name);
-    it is empty for events read from a log and never compared.
+    it is empty for events read from a log. Equality and hashing ignore ``offset`` and
+    ``detail``. (A plain slotted class rather than a dataclass: the agent imports this
+    module at every boot, and the dataclass machinery costs it tens of milliseconds.)
     """
 
-    index: int
-    mr_index: int
-    event_type: int
-    digests: tuple[tuple[int, bytes], ...]
-    data: bytes
-    offset: int = field(default=-1, compare=False)
-    detail: str = field(default="", compare=False)
+    __slots__ = ("data", "detail", "digests", "event_type", "index", "mr_index", "offset")
+
+    def __init__(
+        self,
+        index: int,
+        mr_index: int,
+        event_type: int,
+        digests: tuple[tuple[int, bytes], ...],
+        data: bytes,
+        *,
+        offset: int = -1,
+        detail: str = "",
+    ) -> None:
+        self.index = index
+        self.mr_index = mr_index
+        self.event_type = event_type
+        self.digests = digests
+        self.data = data
+        self.offset = offset
+        self.detail = detail
+
+    def _key(self) -> tuple[int, int, int, tuple[tuple[int, bytes], ...], bytes]:
+        return (self.index, self.mr_index, self.event_type, self.digests, self.data)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        digest = self.sha384
+        return (
+            f"Event(index={self.index}, mr_index={self.mr_index}, type={self.type_name}, "
+            f"sha384={digest.hex() if digest else None}, data={len(self.data)} bytes)"
+        )
 
     @property
     def sha384(self) -> bytes | None:
@@ -205,15 +236,14 @@ class Event:
         return describe(self)
 
 
-@dataclass(frozen=True, slots=True)
-class EventLog:
+class EventLog(NamedTuple):
     """A parsed log: the algorithms of its Spec ID event, its events, its length in bytes."""
 
     algorithms: tuple[tuple[int, int], ...]
     events: tuple[Event, ...]
     length: int
     header_mr_index: int = 0
-    vendor_info: bytes = field(default=b"", repr=False)
+    vendor_info: bytes = b""
 
     def replay(self) -> tuple[bytes, bytes, bytes, bytes]:
         """RTMR0..3 as the log's SHA-384 bank gives them. Raises nothing (see parse)."""
@@ -415,7 +445,7 @@ def computed_event(
 def event_to_json(event: Event) -> dict[str, Any]:
     """The JSON form of an event used in manifests, image records and API bodies.
 
-    ``{"rtmr", "mr_index", "type", "type_name", "name", "sha384", "data"[, "detail"]}``
+    ``{"index", "rtmr", "mr_index", "type", "type_name", "name", "sha384", "data"[, "detail"]}``
     with ``sha384`` and ``data`` as lowercase hex. Raises ValueError for an event without
     a SHA-384 digest.
     """
@@ -423,6 +453,7 @@ def event_to_json(event: Event) -> dict[str, Any]:
     if digest is None:
         raise ValueError(f"event {event.index} has no SHA-384 digest")
     out: dict[str, Any] = {
+        "index": event.index,
         "rtmr": event.rtmr,
         "mr_index": event.mr_index,
         "type": event.event_type,
@@ -437,7 +468,10 @@ def event_to_json(event: Event) -> dict[str, Any]:
 
 
 def event_from_json(value: Any, index: int) -> Event:
-    """Read the JSON form of event_to_json (``name`` and ``type_name`` are ignored).
+    """Read the JSON form of event_to_json as event ``index``.
+
+    ``index``, ``rtmr``, ``name`` and ``type_name`` there are ignored (they follow from
+    the rest).
 
     Raises ValueError naming the event and the field when a field is missing or invalid.
     """
@@ -575,8 +609,7 @@ def _short_description(data: bytes) -> str:
     return _printable(data[1 : 1 + size])
 
 
-@dataclass(frozen=True, slots=True)
-class Variable:
+class Variable(NamedTuple):
     """The UEFI_VARIABLE_DATA of a variable event."""
 
     vendor_guid: uuid.UUID
@@ -595,6 +628,8 @@ def parse_variable(data: bytes) -> Variable | None:
     name_end = _VARIABLE_FIXED.size + 2 * name_chars
     if name_chars > len(data) or name_end + data_size > len(data):
         return None
+    import uuid
+
     name = data[_VARIABLE_FIXED.size : name_end].decode("utf-16-le", errors="replace")
     return Variable(uuid.UUID(bytes_le=guid), name, data[name_end : name_end + data_size])
 

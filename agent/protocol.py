@@ -40,6 +40,10 @@ BOOT_ATTESTATION_PATH: Final = "/servers/boot/attestation"
 # Quotes larger than this are refused before parsing: a real TDX quote with its PEM
 # chain is about 5 KiB, so 64 KiB leaves room for v5 bodies and long chains.
 MAX_QUOTE_BYTES: Final = 64 * 1024
+# The firmware event log travels without its padding: real logs use 2 to 20 KiB of their
+# 64 to 256 KiB area, so 256 KiB leaves room for long boot chains (db/dbx certificates,
+# GRUB commands) while bounding what a server stores per attempt.
+MAX_EVENT_LOG_BYTES: Final = 256 * 1024
 
 
 class Reason(enum.StrEnum):

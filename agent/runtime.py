@@ -1,8 +1,8 @@
 """Runtime attestation of a registered server (after boot, e.g. from a systemd timer).
 
-GET /servers/{id}/nonce, then POST /servers/{id}/attestation with ``{"quote"}`` where
-the quote's REPORTDATA is nonce (32 bytes) || 32 zero bytes; both requests signed by
-the miner (agent.auth).
+GET /servers/{id}/nonce, then POST /servers/{id}/attestation with ``{"quote"}`` (and
+``"event_log"`` when the firmware's log is available) where the quote's REPORTDATA is
+nonce (32 bytes) || 32 zero bytes; both requests signed by the miner (agent.auth).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def attest_runtime(
     def attempt() -> dict[str, Any]:
         nonce = client.get_nonce(deadline, nonce_path, headers=signer.headers(b""))
         quote = client.quotes.get_quote(nonce + _PADDING)
-        body = json.dumps({"quote": protocol.b64encode(quote)}).encode()
+        fields = client.with_event_log({"quote": protocol.b64encode(quote)})
+        body = json.dumps(fields).encode()
         return client.request(
             "POST", attestation_path, deadline, body=body, headers=signer.headers(body)
         )

@@ -15,7 +15,9 @@ import pytest
 
 from agent import protocol
 from agent.cli import main
+from agent.eventlog import parse_event_log
 from tdxsim.tsm.dirfake import DirFake
+from tdxsim.tsm.model import TsmModel
 from tests.agent.test_api import PASSPHRASE, nonce_answer, refusal, release
 from tests.support.scripted_http import ScriptedServer
 
@@ -49,6 +51,8 @@ class Setup:
             f'#!/bin/sh\necho "$@" >> {tmp_path}/cryptsetup.argv\ncat > {self.stdin_copy}\n'
         )
         fake_cryptsetup.chmod(fake_cryptsetup.stat().st_mode | stat.S_IXUSR)
+        # The host's own /sys/firmware CCEL (if any) never leaks into these tests.
+        self.event_log = tmp_path / "CCEL"
         self.config = tmp_path / "agent.conf"
         self.write_config(server.url, fake.root / "report", fake_cryptsetup)
 
@@ -56,7 +60,7 @@ class Setup:
         record = f"/bin/sh -c 'echo $0 >> {self.actions}'"
         self.config.write_text(
             f"[server]\nurl = {url}\nallow_http = true\n"
-            f"[tsm]\nroot = {tsm_root}\n"
+            f"[tsm]\nroot = {tsm_root}\n[eventlog]\npath = {self.event_log}\n"
             f"[boot]\ndeadline = 5\non_failure = poweroff\ncryptsetup = {cryptsetup} open\n"
             f"check_mapper = false\npoweroff_command = {record} poweroff\n"
             f"reboot_command = {record} reboot\naskpass_command = /bin/echo typed\n{extra}"
@@ -187,6 +191,11 @@ def test_check_reports_each_part(
     out = capsys.readouterr().out
     assert "ok     tsm:" in out
     assert "ok     server:" in out
+    assert f"note   eventlog: no event log at {setup.event_log}" in out
+    setup.event_log.write_bytes((EVENT_LOGS / "qemu-direct-boot.ccel").read_bytes())
+    server.script("GET", protocol.NONCE_PATH, nonce_answer)
+    assert setup.run("check") == 0
+    assert f"ok     eventlog: {setup.event_log}, 19 events, 2026 bytes" in capsys.readouterr().out
     assert "ok     volume root:" in out
     assert all(r.method == "GET" for r in server.requests)
 
@@ -243,3 +252,98 @@ def test_python_dash_m_agent_runs() -> None:
     )
     assert result.returncode == 0
     assert "tdx-boot-agent" in result.stdout
+
+
+EVENT_LOGS = Path(__file__).resolve().parent.parent / "assets" / "eventlog"
+
+
+def test_boot_sends_the_event_log_without_its_padding(
+    setup: Setup, server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    area = (EVENT_LOGS / "qemu-direct-boot-initrd.ccel").read_bytes()
+    setup.event_log.write_bytes(area)
+    server.script("GET", protocol.NONCE_PATH, nonce_answer)
+    server.script("POST", protocol.BOOT_ATTESTATION_PATH, release)
+    assert setup.run("boot") == 0
+    sent = protocol.b64decode(json.loads(server.requests[-1].body)["event_log"], "event_log")
+    assert sent == area[: parse_event_log(area).length] and len(sent) == 2120
+    assert "attesting without it" not in capsys.readouterr().err
+
+
+def test_boot_without_an_event_log_says_so_once_and_unlocks(
+    setup: Setup, server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.script("GET", protocol.NONCE_PATH, nonce_answer)
+    server.script("POST", protocol.BOOT_ATTESTATION_PATH, release)
+    assert setup.run("boot") == 0
+    assert "event_log" not in json.loads(server.requests[-1].body)
+    err = capsys.readouterr().err
+    assert err.count(f"no event log at {setup.event_log}") == 1
+    assert "attesting without it" in err
+    assert setup.stdin_copy.read_bytes() == PASSPHRASE
+
+
+def test_a_required_event_log_that_is_missing_fails_the_boot_before_any_request(
+    setup: Setup, server: ScriptedServer, fake_tsm: DirFake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = setup.config.read_text().replace("[eventlog]\n", "[eventlog]\nrequired = true\n")
+    setup.config.write_text(text)
+    assert setup.run("boot") == 3
+    err = capsys.readouterr().err
+    assert "reason=event_log_unavailable" in err
+    assert server.requests == []
+    assert setup.actions.read_text() == "poweroff\n"
+
+
+@pytest.fixture
+def gce_tsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DirFake:
+    """A TSM whose every quote is the real quote of the boot that wrote gce-cos113.ccel."""
+    quote = (EVENT_LOGS / "gce-cos113.quote").read_bytes()
+    fake = DirFake(tmp_path / "gce-tsm", TsmModel(lambda _report_data: quote))
+    monkeypatch.setattr("agent.boot.file_ops", lambda: fake)
+    return fake
+
+
+def test_eventlog_shows_events_replay_and_the_quotes_verdict(
+    gce_tsm: DirFake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = EVENT_LOGS / "gce-cos113.ccel"
+    root = str(gce_tsm.root / "report")
+    assert main(["eventlog", "--event-log", str(log), "--tsm-root", root, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["events"]) == 43 and report["length"] == 18101
+    assert report["covered"] == ["rtmr0", "rtmr1", "rtmr2"]
+    assert report["matches"] == {"rtmr0": True, "rtmr1": True, "rtmr2": True, "rtmr3": None}
+    assert main(["eventlog", "--event-log", str(log), "--tsm-root", root]) == 0
+    out = capsys.readouterr().out
+    assert "event log " in out and "43 events" in out
+    assert "boot application \\EFI\\BOOT\\BOOTX64.EFI" in out
+    assert "rtmr1 " in out and "equals the quote" in out
+    assert "not covered by the log" in out
+
+
+def test_eventlog_of_another_boot_is_a_mismatch(
+    gce_tsm: DirFake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = EVENT_LOGS / "qemu-direct-boot.ccel"
+    root = str(gce_tsm.root / "report")
+    kmsg = tmp_path / "kmsg"
+    args = ["eventlog", "--event-log", str(log), "--tsm-root", root, "--kmsg", str(kmsg)]
+    assert main(args) == 3
+    captured = capsys.readouterr()
+    assert "DIFFERS from the quote's" in captured.out
+    assert "reason=event_log_mismatch" in captured.err
+    assert "rtmr0, rtmr1, rtmr2 differ" in captured.err
+    assert main(["eventlog", "--event-log", str(log), "--no-quote", "--kmsg", str(kmsg)]) == 0
+    assert "not compared with a quote" in capsys.readouterr().out
+
+
+def test_eventlog_without_a_log_names_the_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "CCEL"
+    args = ["eventlog", "--event-log", str(missing), "--no-quote", "--kmsg", str(tmp_path / "k")]
+    assert main(args) == 3
+    assert f'reason=event_log_unavailable message="no event log at {missing}' in (
+        capsys.readouterr().err
+    )

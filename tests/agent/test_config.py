@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import DEFAULT_TSM_ROOT, Config, FailureAction, load_config, parse_cmdline
+from agent.config import (
+    DEFAULT_EVENT_LOG_PATH,
+    DEFAULT_TSM_ROOT,
+    Config,
+    FailureAction,
+    load_config,
+    parse_cmdline,
+)
 from agent.errors import ConfigError
 
 ISSUE_EXAMPLE = """\
@@ -185,3 +192,20 @@ def test_quote_mode_needs_no_server(tmp_path: Path) -> None:
     config = load_config(conf, line, require_server=False)
     assert config.server_url == ""
     assert config.tsm_root == Path("/x/report")
+
+
+def test_event_log_keys_and_defaults(tmp_path: Path) -> None:
+    config = load(tmp_path, "[server]\nurl = https://a\n")
+    assert config.event_log_path == DEFAULT_EVENT_LOG_PATH
+    assert config.event_log_required is False
+    config = load(
+        tmp_path,
+        "[server]\nurl = https://a\n[eventlog]\npath = /x/CCEL\nrequired = yes\n",
+        "tdx_attest.event_log=/run/CCEL",
+    )
+    assert config.event_log_path == Path("/run/CCEL")
+    assert config.event_log_required is True
+    message = error(tmp_path, "[server]\nurl = https://a\n[eventlog]\nrequired = maybe\n")
+    assert message.startswith("[eventlog] required in ")
+    message = error(tmp_path, "[server]\nurl = https://a\n", "tdx_attest.event_log=CCEL")
+    assert message.startswith("tdx_attest.event_log in the kernel command line")

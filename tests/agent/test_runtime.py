@@ -138,6 +138,28 @@ def test_runtime_exchange(server: ScriptedServer, hotkey_file: Path, miner: Mine
     assert answer == {"verified": True, "attestation_id": "rt-1"}
     verify_signed(server.requests[0], miner)
     assert server.requests[0].body == b""
+    assert "event_log" not in json.loads(server.requests[1].body)
+
+
+def test_runtime_attestation_carries_the_event_log(
+    server: ScriptedServer, hotkey_file: Path, miner: Miner
+) -> None:
+    nonce_path, attestation_path = runtime_paths("node-1")
+    server.script("GET", nonce_path, Answer(200, {"nonce": NONCE, "expires_at": "x"}))
+    server.script("POST", attestation_path, Answer(200, {"verified": True}))
+    clock = FakeClock()
+    client = BootClient(
+        server.url,
+        make_session(None),
+        SyntheticQuotes(),
+        clock=clock,
+        sleep=clock.sleep,
+        event_log=b"log bytes",
+    )
+    attest_runtime(client, HotkeySigner.from_file(hotkey_file), "node-1", 30)
+    post = server.requests[1]
+    verify_signed(post, miner)
+    assert base64.b64decode(json.loads(post.body)["event_log"]) == b"log bytes"
 
 
 def test_runtime_refusal_is_final(server: ScriptedServer) -> None:
