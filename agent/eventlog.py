@@ -595,6 +595,41 @@ def _describe(event: Event) -> str | None:
     return None
 
 
+_SECURE_BOOT_VARIABLES: Final = frozenset({"SecureBoot", "PK", "KEK", "db", "dbx", "dbt", "dbr"})
+
+
+def component(event: Event) -> str | None:
+    """The part of the VM an event measures, in an operator's words, when it says more
+    than the event's name: ``kernel``, ``initrd``, ``kernel command line``, ``ACPI tables``,
+    ``TD memory (TD HOB)``, ... None for structural events (separators, EFI actions).
+    Raises nothing.
+    """
+    kind = event.event_type
+    if kind == EV_EVENT_TAG:
+        tag = linux_tag(event.data)
+        if tag == LINUX_TAG_DESCRIPTIONS[LINUX_TAG_LOAD_OPTIONS]:
+            return "kernel command line"
+        return "initrd" if tag is not None else None
+    if kind == EV_EFI_BOOT_SERVICES_APPLICATION:
+        return "kernel" if image_file_name(event.data) == "kernel" else "boot loader or kernel"
+    if kind == EV_EFI_HANDOFF_TABLES2:
+        return "TD memory (TD HOB)"
+    if kind in (EV_EFI_PLATFORM_FIRMWARE_BLOB2, EV_EFI_PLATFORM_FIRMWARE_BLOB):
+        return "firmware configuration"
+    if kind == EV_PLATFORM_CONFIG_FLAGS and event.data.startswith(b"ACPI DATA"):
+        return "ACPI tables (VM shape and host QEMU)"
+    if kind in (EV_EFI_VARIABLE_BOOT, EV_EFI_VARIABLE_BOOT2):
+        return "boot options"
+    if kind == EV_EFI_VARIABLE_DRIVER_CONFIG:
+        variable = parse_variable(event.data)
+        if variable is not None and variable.name in _SECURE_BOOT_VARIABLES:
+            return "Secure Boot configuration"
+        return None
+    if kind == EV_EFI_GPT_EVENT:
+        return "partition table"
+    return None
+
+
 def _printable(data: bytes, limit: int = 120) -> str:
     text = data.split(b"\x00", 1)[0].decode("utf-8", errors="replace")
     flat = "".join(ch if ch.isprintable() else " " for ch in text).strip()

@@ -24,8 +24,9 @@ from server.routers import ROUTER_MODULES
 from server.settings import Settings
 
 LOG = logging.getLogger("tdx_attest.server")
-# Bodies larger than this are refused before parsing (a quote is at most 64 KiB, as base64 ~87 KiB).
-MAX_BODY_BYTES = 256 * 1024
+# Bodies larger than this are refused before parsing: a quote is at most 64 KiB and an event
+# log at most 256 KiB, together about 430 KiB as base64.
+MAX_BODY_BYTES = 512 * 1024
 _STATUS_REASONS = {
     401: Reason.UNAUTHENTICATED,
     403: Reason.FORBIDDEN,
@@ -88,17 +89,21 @@ def _import_router_module(name: str) -> Any:
         raise
 
 
-def error_body(reason: Reason | str, message: str) -> dict[str, str]:
-    """The JSON body of every refusal. Raises nothing."""
+def error_body(
+    reason: Reason | str, message: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The JSON body of every refusal (plus structured ``details`` keys). Raises nothing."""
     code = Reason(reason).value
-    return {"detail": f"{code}: {message}", "reason": code, "message": message}
+    return {**(details or {}), "detail": f"{code}: {message}", "reason": code, "message": message}
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServerError)
     async def server_error(_request: Request, exc: ServerError) -> JSONResponse:
         return JSONResponse(
-            error_body(exc.reason, exc.message), status_code=exc.status_code, headers=exc.headers
+            error_body(exc.reason, exc.message, exc.details),
+            status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -27,6 +27,12 @@ from agent.protocol import (
 from server.context import ServerContext
 from server.dcap import DcapVerdict, verify_dcap
 from server.errors import AttestationRefused, NonceRejected, RequestInvalid, ServerError
+from server.event_evidence import (
+    EventLogEvidence,
+    check_replay,
+    decode_event_log_field,
+    parse_event_log_field,
+)
 from server.key_release import HpkePublicKey, load_public_key, seal_for_agent
 from server.nonces import BOOT_SCOPE
 from server.policy import ApprovedImage, ImageRecord, match_image
@@ -51,6 +57,7 @@ class BootRequest:
     kem: str
     client_ip: str | None
     bookkeeping: dict[str, Any] = field(default_factory=dict)
+    event_log: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,8 @@ class _Attempt:
     kem: str | None = None
     dcap: DcapVerdict | None = None
     image: ImageRecord | None = None
+    event_log_raw: bytes | None = None
+    event_log: EventLogEvidence | None = None
 
 
 def attest_boot(
@@ -113,13 +122,17 @@ def _run_steps(
     attempt.nonce = nonce.hex()
     kem, public_key_raw, public_key = _step2_public_key(request, attempt)
     attempt.quote_raw = _step3_decode_quote(request.quote)
+    attempt.event_log = _step3b_read_event_log(ctx, request, attempt)
     attempt.quote = quote = parse_td_quote(attempt.quote_raw)
     collateral = _step4_find_collateral(ctx, quote, now, may_fetch_collateral)
     images = _step5_consume_nonce_and_load_images(ctx, nonce, now)
     attempt.dcap = _step6_verify_dcap(ctx, quote, collateral, now)
     _step7_check_tcb_status(attempt.dcap, ctx.settings.allowed_tcb_statuses)
     _step8_refuse_debug(quote)
-    attempt.image = image = match_image(quote, images).image
+    if attempt.event_log is not None:
+        check_replay(attempt.event_log, quote)
+    events = attempt.event_log.log.events if attempt.event_log is not None else None
+    attempt.image = image = match_image(quote, images, events=events).image
     _step9_check_report_data(quote, nonce, public_key_raw)
     sealed = _step10_release_key(ctx, image, public_key, kem, nonce)
     return BootResult(
@@ -163,6 +176,23 @@ def _step3_decode_quote(text: str) -> bytes:
     if not raw:
         raise RequestInvalid("quote is empty", Reason.QUOTE_MALFORMED)
     return raw
+
+
+def _step3b_read_event_log(
+    ctx: ServerContext, request: BootRequest, attempt: _Attempt
+) -> EventLogEvidence | None:
+    # A malformed log is refused with the other input checks, before the nonce is spent;
+    # whatever decodes is kept for the audit row, parsed or not.
+    if request.event_log is None:
+        if ctx.settings.require_event_log:
+            raise AttestationRefused(
+                "this verifier requires the firmware event log (event_log); update the "
+                "image's agent, or check that the TD's kernel exposes the CCEL",
+                Reason.EVENT_LOG_REQUIRED,
+            )
+        return None
+    attempt.event_log_raw = decode_event_log_field(request.event_log)
+    return parse_event_log_field(attempt.event_log_raw)
 
 
 def _step4_find_collateral(
@@ -258,6 +288,8 @@ def _finish(
         quote=attempt.quote_raw,
         tcb_status=attempt.dcap.tcb_status if attempt.dcap else None,
         advisory_ids=json.dumps(list(attempt.dcap.advisory_ids)) if attempt.dcap else None,
+        event_log=attempt.event_log_raw,
+        differences=_differences_json(refusal),
         mrtd=quote.mrtd if quote else None,
         rtmr0=quote.rtmrs[0] if quote else None,
         rtmr1=quote.rtmrs[1] if quote else None,
@@ -283,6 +315,13 @@ def _finish(
         latency_seconds=latency,
         attestation_id=attempt.id,
     )
+
+
+def _differences_json(refusal: ServerError | None) -> str | None:
+    """The structured explanation of a refusal, as stored with the attempt."""
+    if refusal is None or "differences" not in refusal.details:
+        return None
+    return json.dumps(refusal.details["differences"], sort_keys=True)
 
 
 def _vm_name(bookkeeping: dict[str, Any]) -> str | None:

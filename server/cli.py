@@ -11,6 +11,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -21,14 +22,18 @@ from server.errors import ServerError
 from server.fleet.admin_cli import add_miner_parser, run_miner_command
 from server.images import (
     Profile,
+    ReferenceEvents,
     add_image,
+    get_image,
     list_images,
     normalise_measurement,
     profile_from_quote,
     read_quote_file,
+    reference_events_from_log,
     retire_image,
     rotate_passphrase,
 )
+from server.policy import reference_events
 from server.quote import RTMR_NAMES
 from server.sealing import generate_master_key_file, load_master_key
 from server.settings import CONFIG_ENV, Settings
@@ -82,7 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --from-quote: also pin MRCONFIGID and MROWNER",
     )
+    add.add_argument(
+        "--event-log",
+        type=Path,
+        help="with --from-quote: the golden boot's event log (CCEL), kept as the image's "
+        "reference events so refusals name the events that differ",
+    )
     add.add_argument("--passphrase-file", type=Path, required=True, help="file or - for stdin")
+    show = image_commands.add_parser("show", help="measurements and reference events")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true")
     listing = image_commands.add_parser("list", help="list images")
     listing.add_argument("--all", action="store_true", help="include retired images")
     listing.add_argument("--json", action="store_true")
@@ -97,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     do_import = collateral_commands.add_parser("import", help="import dcap-qvl collateral JSON")
     do_import.add_argument("file", type=Path)
     collateral_commands.add_parser("list", help="list cached collateral")
+    eventlog = commands.add_parser("eventlog", help="firmware event logs (offline)")
+    eventlog_commands = eventlog.add_subparsers(dest="eventlog_command", required=True)
+    show_log = eventlog_commands.add_parser(
+        "show", help="parse and replay an event log; with --quote, compare with its RTMRs"
+    )
+    show_log.add_argument("--event-log", type=Path, required=True, help="CCEL file")
+    show_log.add_argument("--quote", type=Path, help="a quote file (raw, hex or base64)")
+    show_log.add_argument("--json", action="store_true")
     add_miner_parser(commands)
     return parser
 
@@ -129,6 +151,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         generate_master_key_file(args.file)
         print(f"wrote a new master key to {args.file} (mode 0600)")
         return 0
+    if args.command == "eventlog":
+        return _eventlog_show(args)
     settings = Settings.load(config_file=args.config)
     if args.command == "serve":
         return _serve(settings, args)
@@ -242,6 +266,11 @@ def _image(settings: Settings, args: argparse.Namespace) -> int:
             retire_image(session, args.name, now)
         print(f"retired image {args.name}")
         return 0
+    if args.image_command == "show":
+        with session_scope(sessions) as session:
+            shown = _image_details(get_image(session, args.name))
+        _print_image(shown, as_json=args.json)
+        return 0
     master_key = load_master_key(settings.master_key_file, dev_mode=settings.dev_mode)
     passphrase = _read_passphrase(args.passphrase_file)
     if args.image_command == "rotate-passphrase":
@@ -250,8 +279,17 @@ def _image(settings: Settings, args: argparse.Namespace) -> int:
         print(f"rotated the passphrase of image {args.name}")
         return 0
     profile = _profile_from_args(args)
+    reference = _reference_from_args(args)
     with session_scope(sessions) as session:
-        image = add_image(session, master_key, args.name, profile, passphrase=passphrase, now=now)
+        image = add_image(
+            session,
+            master_key,
+            args.name,
+            profile,
+            passphrase=passphrase,
+            now=now,
+            reference=reference,
+        )
         summary = _image_summary(image)
     print(json.dumps(summary, indent=2))
     return 0
@@ -292,6 +330,104 @@ def _profile_from_args(args: argparse.Namespace) -> Profile:
         else base.mrconfigid,
         mrowner=normalise_measurement("mrowner", args.mrowner) if args.mrowner else base.mrowner,
     )
+
+
+def _reference_from_args(args: argparse.Namespace) -> ReferenceEvents | None:
+    if args.event_log is None:
+        return None
+    if args.from_quote is None:
+        raise CliError("--event-log needs --from-quote: the log is checked against its quote")
+    quote = read_quote_file(args.from_quote.read_bytes())
+    source = f"event log {args.event_log.name} of quote {args.from_quote.name}"
+    return reference_events_from_log(_read_event_log_file(args.event_log), quote, source)
+
+
+def _read_event_log_file(path: Path) -> bytes:
+    """A CCEL file's records without the padding of its area. Raises CliError."""
+    from agent.eventlog import EventLogError, parse_event_log
+
+    data = path.read_bytes()
+    try:
+        return data[: parse_event_log(data).length]
+    except EventLogError as exc:
+        raise CliError(f"{path}: {exc}") from None
+
+
+def _eventlog_show(args: argparse.Namespace) -> int:
+    from agent.eventlog import event_to_json, parse_event_log
+
+    log = parse_event_log(_read_event_log_file(args.event_log))
+    replayed = [value.hex() for value in log.replay()]
+    covered = sorted(log.covered())
+    quoted = read_quote_file(args.quote.read_bytes()).rtmrs if args.quote else None
+    registers = {}
+    for n, value in enumerate(replayed):
+        same = None if quoted is None or n not in covered else value == quoted[n]
+        registers[RTMR_NAMES[n]] = {
+            "replayed": value,
+            "covered": n in covered,
+            "quote": None if quoted is None else quoted[n],
+            "matches_quote": same,
+        }
+    if args.json:
+        events = [event_to_json(event) for event in log.events]
+        print(json.dumps({"length": log.length, "events": events, "registers": registers}))
+    else:
+        print(f"{args.event_log}: {len(log.events)} events, {log.length} bytes")
+        for event in log.events:
+            register = "-" if event.rtmr is None else RTMR_NAMES[event.rtmr]
+            digest = (event.sha384 or b"").hex()[:16]
+            print(f"  {event.index:>3} {register:<6} {digest}  {event.name}")
+        for name, facts in registers.items():
+            print(f"{name} {facts['replayed']}  {_replay_verdict(facts)}")
+    differing = [name for name, facts in registers.items() if facts["matches_quote"] is False]
+    if differing:
+        raise CliError(f"the event log does not replay to the quote: {', '.join(differing)} differ")
+    return 0
+
+
+def _replay_verdict(facts: dict[str, Any]) -> str:
+    if not facts["covered"]:
+        return "not covered by the log"
+    if facts["matches_quote"] is None:
+        return "(no quote given)"
+    return "equals the quote" if facts["matches_quote"] else f"DIFFERS: quote has {facts['quote']}"
+
+
+def _image_details(image: Image) -> dict[str, Any]:
+    from agent.eventlog import component, event_to_json
+
+    details: dict[str, Any] = dict(_image_summary(image))
+    details["reference_source"] = image.reference_source
+    events = reference_events(image)
+    details["reference_events"] = [
+        {**event_to_json(event), "component": component(event)} for event in events
+    ]
+    return details
+
+
+def _print_image(details: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(details, indent=2))
+        return
+    state = "retired " + details["retired_at"] if details["retired_at"] else "active"
+    print(f"image {details['name']} ({state}, created {details['created_at']})")
+    for key in ("mrtd", *(f"boot_{n}" for n in RTMR_NAMES), *(f"runtime_{n}" for n in RTMR_NAMES)):
+        print(f"  {key:<15} {details[key]}")
+    for key in ("mrconfigid", "mrowner"):
+        if details[key]:
+            print(f"  {key:<15} {details[key]}")
+    events = details["reference_events"]
+    if not events:
+        print("  no reference events (register with --event-log or a measurement manifest)")
+        return
+    print(f"  reference events ({details['reference_source']}):")
+    for event in events:
+        register = "-" if event["rtmr"] is None else f"rtmr{event['rtmr']}"
+        extra = f"  [{event['detail']}]" if event.get("detail") else ""
+        print(
+            f"    {event['index']:>3} {register:<6} {event['sha384'][:16]}  {event['name']}{extra}"
+        )
 
 
 def _image_summary(image: Image) -> dict[str, str | None]:

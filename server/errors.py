@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from agent.protocol import Reason
 
@@ -13,10 +13,14 @@ class ServerError(Exception):
     status_code: ClassVar[int] = 500
     default_reason: ClassVar[Reason] = Reason.INTERNAL_ERROR
 
-    def __init__(self, message: str, reason: Reason | None = None) -> None:
+    def __init__(
+        self, message: str, reason: Reason | None = None, *, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason if reason is not None else self.default_reason
+        # Structured facts for the refusal body (e.g. ``differences``); never secrets.
+        self.details = details or {}
 
     @property
     def headers(self) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,8 +13,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from agent.eventlog import Event, event_to_json
+from agent.protocol import Reason
 from server.db.models import ANY_MEASUREMENT, Image
 from server.errors import Conflict, NotFound, RequestInvalid, ServerError
+from server.event_evidence import parse_event_log_field, replay_mismatches
 from server.quote import RTMR_NAMES, TdQuote, parse_td_quote
 from server.sealing import MasterKey
 
@@ -32,6 +36,47 @@ class Profile:
     runtime_rtmrs: tuple[str, str, str, str]
     mrconfigid: str | None = None
     mrowner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceEvents:
+    """An image's expected event log and where it came from (e.g. a golden boot's log)."""
+
+    events: tuple[Event, ...]
+    source: str
+
+    def to_json_text(self) -> str:
+        """The events as stored in ``images.reference_events``. Raises ValueError."""
+        return json.dumps([event_to_json(event) for event in self.events])
+
+
+def reference_events_from_log(raw: bytes, quote: TdQuote, source: str) -> ReferenceEvents:
+    """A golden boot's event log as reference events, checked against its own quote.
+
+    Raises RequestInvalid(event_log_invalid) when the log does not parse, and
+    RequestInvalid(event_log_mismatch) when its replay differs from the quote's RTMRs.
+    """
+    log = parse_event_log_field(raw).log
+    wrong = replay_mismatches(log.events, quote.rtmrs)
+    if wrong:
+        raise RequestInvalid(
+            f"the event log is not the quote's boot: {'; '.join(wrong)} in the quote",
+            Reason.EVENT_LOG_MISMATCH,
+        )
+    return ReferenceEvents(log.events, source)
+
+
+def check_reference_events(profile: Profile, reference: ReferenceEvents) -> None:
+    """Refuse reference events whose replay differs from the image's boot RTMRs.
+
+    Raises RequestInvalid(event_log_mismatch) naming each such register.
+    """
+    wrong = replay_mismatches(reference.events, profile.boot_rtmrs)
+    if wrong:
+        raise RequestInvalid(
+            f"the reference events do not give the image's registers: {'; '.join(wrong)}",
+            Reason.EVENT_LOG_MISMATCH,
+        )
 
 
 def normalise_measurement(name: str, value: str, *, allow_any: bool = False) -> str:
@@ -99,8 +144,15 @@ def add_image(
     *,
     passphrase: bytes,
     now: datetime,
+    reference: ReferenceEvents | None = None,
 ) -> Image:
-    """Register an image. Raises RequestInvalid for a bad name, Conflict if it exists."""
+    """Register an image (with its expected event log when ``reference`` is given).
+
+    Raises RequestInvalid for a bad name or reference events that do not replay to the
+    profile, Conflict if the name exists.
+    """
+    if reference is not None:
+        check_reference_events(profile, reference)
     if not NAME_PATTERN.fullmatch(name):
         raise RequestInvalid(f"image name {name!r} is not allowed (letters, digits, ._:@+-)")
     if session.scalar(select(Image.id).where(Image.name == name)) is not None:
@@ -116,6 +168,8 @@ def add_image(
         mrconfigid=profile.mrconfigid,
         mrowner=profile.mrowner,
         sealed_passphrase=master_key.seal(check_passphrase(passphrase), name),
+        reference_events=reference.to_json_text() if reference is not None else None,
+        reference_source=reference.source[:256] if reference is not None else None,
         created_at=now,
     )
     session.add(image)

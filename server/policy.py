@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from agent.eventlog import Event, event_from_json
 from agent.protocol import Reason
 from server.db.models import ANY_MEASUREMENT, Image
 from server.errors import AttestationRefused
+from server.event_diff import Difference, explain, mismatch_message
 from server.quote import RTMR_NAMES, TdQuote
 
 
@@ -43,6 +46,8 @@ class ImageRecord(Protocol):
     def mrowner(self) -> str | None: ...
     @property
     def sealed_passphrase(self) -> bytes: ...
+    @property
+    def reference_events(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,7 @@ class ApprovedImage:
     mrconfigid: str | None
     mrowner: str | None
     sealed_passphrase: bytes
+    reference_events: str | None
 
     @classmethod
     def from_mapping(cls, row: Mapping[Any, Any]) -> ApprovedImage:
@@ -112,14 +118,48 @@ def differing_registers(quote: TdQuote, profile: dict[str, str | None]) -> list[
     ]
 
 
+def reference_events(image: ImageRecord) -> list[Event]:
+    """The image's expected events (empty when none are registered).
+
+    Raises ValueError when the stored JSON is damaged (registration validates it, so
+    that is a database fault).
+    """
+    if not image.reference_events:
+        return []
+    data = json.loads(image.reference_events)
+    if not isinstance(data, list):
+        raise ValueError(f"image {image.name}: reference events are not a list")
+    return [event_from_json(item, n) for n, item in enumerate(data)]
+
+
+def explain_mismatch(
+    registers: list[str], image: ImageRecord, events: Sequence[Event] | None
+) -> tuple[str, list[Difference]] | None:
+    """A message and the differences naming the events behind ``registers``, when both
+    the attempt and ``image`` have events; None otherwise. Raises ValueError (see
+    reference_events).
+    """
+    approved = reference_events(image)
+    if not events or not approved:
+        return None
+    differences, unexplained = explain(registers, events, approved)
+    return mismatch_message(registers, image.name, differences, unexplained), differences
+
+
 def match_image(
-    quote: TdQuote, images: Sequence[ImageRecord], *, runtime: bool = False
+    quote: TdQuote,
+    images: Sequence[ImageRecord],
+    *,
+    runtime: bool = False,
+    events: Sequence[Event] | None = None,
 ) -> ImageMatch:
     """The first active image whose profile the quote matches.
 
     Raises AttestationRefused(no_image_registered) when there is no active image and
-    AttestationRefused(measurement_mismatch) naming the registers that differ from the
-    closest image otherwise.
+    AttestationRefused(measurement_mismatch) otherwise: it names the registers that
+    differ from the closest image and, when the attempt's event log (``events``) and
+    that image's reference events are both known, the events that differ (also as
+    ``differences`` in the refusal's details).
     """
     if not images:
         raise AttestationRefused("no approved image is registered", Reason.NO_IMAGE_REGISTERED)
@@ -132,8 +172,32 @@ def match_image(
         if closest is None or len(differing) < len(closest[0]):
             closest = (differing, image)
     registers, image = closest if closest is not None else ([], images[0])
+    raise mismatch_refusal(registers, image, events, every_image=True)
+
+
+def mismatch_refusal(
+    registers: list[str],
+    image: ImageRecord,
+    events: Sequence[Event] | None,
+    *,
+    every_image: bool,
+) -> AttestationRefused:
+    """The measurement_mismatch refusal for ``registers`` differing from ``image``.
+
+    ``every_image``: the quote was held against every active image (boot), not only one
+    (runtime). Raises ValueError (see reference_events).
+    """
+    explained = explain_mismatch(registers, image, events)
+    if explained is not None:
+        message, differences = explained
+        details = {"differences": [d.to_json() for d in differences], "image": image.name}
+        return AttestationRefused(message, Reason.MEASUREMENT_MISMATCH, details=details)
     verb = "differs" if len(registers) == 1 else "differ"
-    raise AttestationRefused(
-        f"{', '.join(registers)} {verb} from every approved image (closest: {image.name})",
-        Reason.MEASUREMENT_MISMATCH,
+    where = (
+        f"every approved image (closest: {image.name})"
+        if every_image
+        else f"the runtime measurements of image {image.name}"
+    )
+    return AttestationRefused(
+        f"{', '.join(registers)} {verb} from {where}", Reason.MEASUREMENT_MISMATCH
     )

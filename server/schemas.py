@@ -27,6 +27,11 @@ class BootAttestationRequest(BaseModel):
     kem: str = Field(
         default=DEFAULT_KEM.value, description="HPKE KEM of public_key: x25519 or mlkem768-x25519"
     )
+    event_log: str | None = Field(
+        default=None,
+        description="Standard base64 of the firmware event log (CCEL records, no padding); "
+        "replayed against the quote and used to name what differs when a boot is refused",
+    )
     vm_name: str | None = Field(default=None, description="Name of the VM (bookkeeping)")
 
 

@@ -48,6 +48,9 @@ class Settings:
     collateral_fetch_timeout_seconds: float = 10.0
     nonce_purge_interval_seconds: int = 60
     log_level: str = "INFO"
+    # Refuse boot attestations that come without the firmware's event log (older agents
+    # send none, so this is off unless every image's agent sends one).
+    require_event_log: bool = False
     # Fleet side: miner authentication, server registry, runtime attestation (docs/fleet.md).
     auth_window_seconds: int = 600
     registration_requires_boot_attestation: bool = True

@@ -139,4 +139,6 @@ class RuntimeAttestation(Base):
     rtmr2: Mapped[str | None] = mapped_column(String(MEASUREMENT_HEX), nullable=True)
     rtmr3: Mapped[str | None] = mapped_column(String(MEASUREMENT_HEX), nullable=True)
     quote: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    event_log: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    differences: Mapped[str | None] = mapped_column(Text, nullable=True)
     server_deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

@@ -45,6 +45,9 @@ class Image(Base):
     mrconfigid: Mapped[str | None] = mapped_column(String(MEASUREMENT_HEX), nullable=True)
     mrowner: Mapped[str | None] = mapped_column(String(MEASUREMENT_HEX), nullable=True)
     sealed_passphrase: Mapped[bytes] = mapped_column(LargeBinary)
+    # The expected event log (JSON list in agent.eventlog's event form), when known.
+    reference_events: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reference_source: Mapped[str | None] = mapped_column(String(256), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     passphrase_rotated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
@@ -82,6 +85,9 @@ class BootAttestation(Base):
     vm_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     bookkeeping: Mapped[str | None] = mapped_column(Text, nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    event_log: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # A measurement mismatch explained event by event (JSON list), when it could be.
+    differences: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class CollateralCacheEntry(Base):

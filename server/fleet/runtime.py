@@ -9,13 +9,16 @@ server; REPORTDATA[32:64] carries no meaning at runtime.
 from __future__ import annotations
 
 import ipaddress
+import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from agent.eventlog import Event
 from agent.protocol import NONCE_BYTES, Reason
 from server.boot_attestation import decode_quote, log_attestation, verify_quote_platform
 from server.context import ServerContext
@@ -24,9 +27,15 @@ from server.db.fleet import RuntimeAttestation, Server
 from server.db.models import Image, Nonce
 from server.dcap import DcapVerdict
 from server.errors import AttestationRefused, Forbidden, ServerError
+from server.event_evidence import (
+    EventLogEvidence,
+    check_replay,
+    decode_event_log_field,
+    parse_event_log_field,
+)
 from server.fleet.registry import get_server, runtime_nonce_scope
 from server.nonces import consume_nonce, issue_nonce
-from server.policy import differing_registers, runtime_profile
+from server.policy import differing_registers, mismatch_refusal, runtime_profile
 from server.quote import TdQuote, parse_td_quote
 
 
@@ -56,6 +65,8 @@ class _Attempt:
     quote: TdQuote | None = None
     dcap: DcapVerdict | None = None
     image: str | None = None
+    event_log_raw: bytes | None = None
+    event_log: EventLogEvidence | None = None
 
 
 def issue_runtime_nonce(
@@ -77,7 +88,13 @@ def issue_runtime_nonce(
 
 
 def attest_runtime(
-    ctx: ServerContext, miner: str, server_id: str, quote_text: str, client_ip: str | None
+    ctx: ServerContext,
+    miner: str,
+    server_id: str,
+    quote_text: str,
+    client_ip: str | None,
+    *,
+    event_log_text: str | None = None,
 ) -> RuntimeResult:
     """Verify a runtime quote of the miner's server; record the attempt either way.
 
@@ -91,7 +108,13 @@ def attest_runtime(
     attempt = _Attempt(id=str(uuid.uuid4()))
     try:
         result = _run_steps(
-            ctx, server, quote_text=quote_text, client_ip=client_ip, now=now, attempt=attempt
+            ctx,
+            server,
+            quote_text=quote_text,
+            event_log_text=event_log_text,
+            client_ip=client_ip,
+            now=now,
+            attempt=attempt,
         )
     except ServerError as refusal:
         _finish(
@@ -115,20 +138,27 @@ def _run_steps(
     server: Server,
     *,
     quote_text: str,
+    event_log_text: str | None,
     client_ip: str | None,
     now: datetime,
     attempt: _Attempt,
 ) -> RuntimeResult:
     _step1_check_caller(server, client_ip, ctx.settings.runtime_attestation_require_host_ip)
     attempt.quote_raw = decode_quote(quote_text)
+    if event_log_text is not None:
+        attempt.event_log_raw = decode_event_log_field(event_log_text)
+        attempt.event_log = parse_event_log_field(attempt.event_log_raw)
     quote = parse_td_quote(attempt.quote_raw)
     attempt.quote = quote
     attempt.nonce = quote.report_data[:NONCE_BYTES].hex()
     _step2_consume_server_nonce(ctx, server.id, attempt.nonce, now)
     attempt.dcap = verify_quote_platform(ctx, quote, now)
+    if attempt.event_log is not None:
+        check_replay(attempt.event_log, quote)
     image = _step3_booted_image(ctx, server)
     attempt.image = image.name
-    _step4_match_runtime_measurements(quote, image)
+    events = attempt.event_log.log.events if attempt.event_log is not None else None
+    _step4_match_runtime_measurements(quote, image, events)
     return RuntimeResult(attestation_id=attempt.id, verified_at=now, image=image.name)
 
 
@@ -181,14 +211,12 @@ def _step3_booted_image(ctx: ServerContext, server: Server) -> Image:
     return image
 
 
-def _step4_match_runtime_measurements(quote: TdQuote, image: Image) -> None:
+def _step4_match_runtime_measurements(
+    quote: TdQuote, image: Image, events: Sequence[Event] | None
+) -> None:
     differing = differing_registers(quote, runtime_profile(image))
     if differing:
-        verb = "differs" if len(differing) == 1 else "differ"
-        raise AttestationRefused(
-            f"{', '.join(differing)} {verb} from the runtime measurements of image {image.name}",
-            Reason.MEASUREMENT_MISMATCH,
-        )
+        raise mismatch_refusal(differing, image, events, every_image=False)
 
 
 def _finish(
@@ -222,6 +250,10 @@ def _finish(
         rtmr2=quote.rtmrs[2] if quote else None,
         rtmr3=quote.rtmrs[3] if quote else None,
         quote=attempt.quote_raw,
+        event_log=attempt.event_log_raw,
+        differences=None
+        if refusal is None or "differences" not in refusal.details
+        else json.dumps(refusal.details["differences"], sort_keys=True),
     )
     with session_scope(ctx.sessions) as session:
         session.add(row)

@@ -152,6 +152,10 @@ class RuntimeAttestationArgs(BaseModel):
     """Body of POST /servers/{server_id}/attestation."""
 
     quote: str = Field(description="Base64 encoded TDX quote")
+    event_log: str | None = Field(
+        default=None,
+        description="Standard base64 of the firmware event log (CCEL records, no padding)",
+    )
 
 
 class RuntimeAttestationResponse(BaseModel):
@@ -163,6 +167,18 @@ class RuntimeAttestationResponse(BaseModel):
     image: str
 
 
+class EventDifference(BaseModel):
+    """One event that differs between a boot's event log and an image's reference events."""
+
+    rtmr: str = Field(description="The register: rtmr0 ... rtmr3")
+    event_index: int | None = Field(description="Position in the received log; null: missing")
+    event: str = Field(description="Readable event name")
+    component: str | None = Field(description="What it measures: kernel, initrd, ...")
+    digest_received: str | None
+    digest_approved: str | None
+    approved_detail: str | None = Field(description="What the image's event measured")
+
+
 class AttestationOut(BaseModel):
     """One runtime attestation attempt."""
 
@@ -172,6 +188,11 @@ class AttestationOut(BaseModel):
     verified_at: str | None
     reason: str | None
     message: str | None
+    differences: list[EventDifference] | None = Field(
+        default=None,
+        description="For a measurement_mismatch explained by the event log: the events "
+        "that differ from the image's reference events",
+    )
 
 
 class AttestationStatusResponse(BaseModel):

@@ -6,6 +6,8 @@ only ever shows that miner's servers.
 
 from __future__ import annotations
 
+import functools
+import json
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -171,7 +173,12 @@ async def post_runtime_attestation(
 ) -> RuntimeAttestationResponse:
     """Verify the quote; refusals raise ServerError subclasses (the attempt is recorded)."""
     result = await run_in_threadpool(
-        runtime.attest_runtime, ctx, miner.hotkey, server_id, body.quote, ip
+        functools.partial(runtime.attest_runtime, event_log_text=body.event_log),
+        ctx,
+        miner.hotkey,
+        server_id,
+        body.quote,
+        ip,
     )
     return RuntimeAttestationResponse(
         attestation_id=result.attestation_id,
@@ -237,6 +244,7 @@ def _attestation_out(row: RuntimeAttestation) -> AttestationOut:
         verified_at=rfc3339(row.verified_at) if row.verified_at is not None else None,
         reason=row.reason,
         message=row.message,
+        differences=json.loads(row.differences) if row.differences else None,
     )
 
 

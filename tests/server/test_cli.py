@@ -230,3 +230,84 @@ def test_serve_refuses_an_unmigrated_postgres_database(
         assert "tdx-attest-server migrate" in capsys.readouterr().err
     finally:
         drop_postgres_database(url)
+
+
+EVENT_LOGS = Path(__file__).resolve().parent.parent / "assets" / "eventlog"
+
+
+def test_eventlog_show_replays_a_real_log_against_its_quote(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log, quote = EVENT_LOGS / "gce-cos113.ccel", EVENT_LOGS / "gce-cos113.quote"
+    assert main(["eventlog", "show", "--event-log", str(log), "--quote", str(quote)]) == 0
+    out = capsys.readouterr().out
+    assert f"{log}: 43 events, 18101 bytes" in out
+    for register in ("rtmr0", "rtmr1", "rtmr2"):
+        assert any(
+            line.startswith(register) and line.endswith("equals the quote")
+            for line in out.splitlines()
+        )
+    assert any(line.startswith("rtmr3") and "not covered" in line for line in out.splitlines())
+    assert main(["eventlog", "show", "--event-log", str(log), "--quote", str(quote), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["events"]) == 43
+    assert [report["registers"][f"rtmr{n}"]["matches_quote"] for n in range(4)] == [
+        True,
+        True,
+        True,
+        None,
+    ]
+
+
+def test_eventlog_show_refuses_a_log_of_another_boot_and_a_broken_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other, quote = EVENT_LOGS / "qemu-direct-boot.ccel", EVENT_LOGS / "gce-cos113.quote"
+    assert main(["eventlog", "show", "--event-log", str(other), "--quote", str(quote)]) == 1
+    captured = capsys.readouterr()
+    assert "DIFFERS: quote has" in captured.out
+    assert "does not replay to the quote: rtmr0, rtmr1, rtmr2 differ" in captured.err
+    broken = tmp_path / "broken.ccel"
+    broken.write_bytes(other.read_bytes()[:100])
+    assert main(["eventlog", "show", "--event-log", str(broken)]) == 1
+    assert "event log invalid at byte" in capsys.readouterr().err
+
+
+def test_image_add_with_a_golden_event_log_and_show(
+    tmp_path: Path, database_url: str, cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "pw"
+    secret.write_bytes(b"luks-pw-cli-events")
+    quote = EVENT_LOGS / "gce-cos113.quote"
+    assert main(["migrate"]) == 0
+    add = ["image", "add", "cos", "--from-quote", str(quote), "--passphrase-file", str(secret)]
+    # A log that is not the quote's boot is refused, and nothing is registered.
+    assert main([*add, "--event-log", str(EVENT_LOGS / "qemu-direct-boot.ccel")]) == 1
+    assert "event_log_mismatch: the event log is not the quote's boot" in capsys.readouterr().err
+    assert main([*add, "--event-log", str(EVENT_LOGS / "gce-cos113.ccel")]) == 0
+    capsys.readouterr()
+    assert main(["image", "show", "cos"]) == 0
+    out = capsys.readouterr().out
+    assert "reference events (event log gce-cos113.ccel of quote gce-cos113.quote):" in out
+    assert "boot application \\EFI\\BOOT\\BOOTX64.EFI" in out
+    assert main(["image", "show", "cos", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert len(shown["reference_events"]) == 43
+    assert shown["reference_events"][0]["name"] == "TD HOB"
+    assert shown["reference_events"][0]["component"] == "TD memory (TD HOB)"
+    image = _image(database_url, "cos")
+    assert image.reference_events is not None
+    assert main(["image", "show", "absent"]) == 1
+    assert "not_found" in capsys.readouterr().err
+
+
+def test_an_event_log_needs_its_quote(
+    tmp_path: Path, cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "pw"
+    secret.write_bytes(b"luks-pw-cli-events")
+    args = ["image", "add", "x", "--mrtd", "00" * 48, "--rtmr0", "00" * 48, "--rtmr1", "00" * 48]
+    args += ["--rtmr2", "00" * 48, "--rtmr3", "00" * 48, "--passphrase-file", str(secret)]
+    assert main(["migrate"]) == 0
+    assert main([*args, "--event-log", str(EVENT_LOGS / "gce-cos113.ccel")]) == 1
+    assert "--event-log needs --from-quote" in capsys.readouterr().err

@@ -7,21 +7,26 @@ boot; the image's runtime measurement set differs from its boot set in RTMR3.
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from server.db.engine import session_scope
 from server.db.fleet import RuntimeAttestation
-from server.images import retire_image
+from server.images import Profile as ImageProfile
+from server.images import ReferenceEvents, add_image, retire_image
+from tests.support.eventlogs import Components, direct_boot_events, direct_boot_log, profile_for
 from tests.support.fleet_env import IMAGE_NAME, FleetEnv, decoded
 from tests.support.fleet_fixtures import FleetFactory
 from tests.support.miner_keys import MinerKey
+from tests.support.sim_server import new_passphrase
 
 SERVER = "node-1"
 STATUS = f"/servers/{SERVER}/attestation/status"
 ATTEST = f"/servers/{SERVER}/attestation"
 NONCE = f"/servers/{SERVER}/nonce"
+EVENT_LOGS = Path(__file__).resolve().parent.parent / "assets" / "eventlog"
 
 
 @pytest.fixture
@@ -69,6 +74,7 @@ def test_runtime_attestation_succeeds_and_is_recorded(
         "verified_at": body["verified_at"],
         "reason": None,
         "message": None,
+        "differences": None,
     }
     assert status["image"] == IMAGE_NAME
     assert status["name"] == SERVER
@@ -249,3 +255,52 @@ def test_status_is_stale_after_the_configured_interval(make_fleet: FleetFactory)
     body = status_of(env, key)
     assert body["attestation_status"] == "stale"
     assert body["stale_after_seconds"] == 60
+
+
+def test_runtime_refusal_explained_by_the_event_log_shows_in_the_status(
+    fleet: FleetEnv, alice: MinerKey
+) -> None:
+    golden = Components()
+    events = direct_boot_events(golden)
+    profile = profile_for(events)
+    with session_scope(fleet.ctx.sessions) as session:
+        add_image(
+            session,
+            fleet.ctx.master_key,
+            "evented",
+            ImageProfile(mrtd=profile.mrtd, boot_rtmrs=profile.rtmrs, runtime_rtmrs=profile.rtmrs),
+            passphrase=new_passphrase(),
+            now=fleet.clock(),
+            reference=ReferenceEvents(tuple(events), "test golden boot"),
+        )
+    assert fleet.boot(profile=profile)["image"] == "evented"
+    assert fleet.register(alice, SERVER).status_code == 201
+
+    def attest(components: Components) -> object:
+        nonce = fleet.signed("GET", NONCE, alice).json()["nonce"]
+        quote = fleet.runtime_quote(nonce, profile_for(direct_boot_events(components)))
+        log = base64.b64encode(direct_boot_log(components)).decode()
+        return fleet.signed("POST", ATTEST, alice, {"quote": quote, "event_log": log})
+
+    assert attest(golden).status_code == 200  # type: ignore[attr-defined]
+    drifted = attest(Components(initrd=b"initrd rebuilt"))
+    body = decoded(drifted)  # type: ignore[arg-type]
+    assert body["reason"] == "measurement_mismatch"
+    assert body["message"].startswith('rtmr2 differs from image evented: "Linux initrd" (initrd) ')
+    status = status_of(fleet, alice)
+    assert status["attestation_status"] == "failed"
+    last = status["last_attestation"]
+    assert isinstance(last, dict)
+    assert last["message"] == body["message"]
+    (difference,) = last["differences"]
+    assert (difference["rtmr"], difference["component"]) == ("rtmr2", "initrd")
+    with session_scope(fleet.ctx.sessions) as session:
+        row = session.get(RuntimeAttestation, last["attestation_id"])
+        assert row is not None and row.event_log == direct_boot_log(
+            Components(initrd=b"initrd rebuilt")
+        )
+    other_log = base64.b64encode((EVENT_LOGS / "gce-cos113.ccel").read_bytes()[:18101]).decode()
+    nonce = fleet.signed("GET", NONCE, alice).json()["nonce"]
+    quote = fleet.runtime_quote(nonce, profile)
+    mismatch = fleet.signed("POST", ATTEST, alice, {"quote": quote, "event_log": other_log})
+    assert decoded(mismatch)["reason"] == "event_log_mismatch"

@@ -17,7 +17,7 @@ from server.app import create_app
 from server.collateral import CollateralFetcher
 from server.collateral_cache import import_collateral
 from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.images import add_image, profile_from_quote
+from server.images import ReferenceEvents, add_image, profile_from_quote
 from server.quote import parse_td_quote
 from server.sealing import generate_master_key_file, load_master_key
 from server.settings import Settings
@@ -60,13 +60,24 @@ class SimServer:
     settings: Settings
 
     def register_image(
-        self, name: str, profile: Profile | None = None, passphrase: bytes | None = None
+        self,
+        name: str,
+        profile: Profile | None = None,
+        passphrase: bytes | None = None,
+        reference: ReferenceEvents | None = None,
     ) -> bytes:
-        """Register ``profile`` (default: the simulator's) as an image; returns its passphrase."""
+        """Register ``profile`` (default: the simulator's) as an image; returns its passphrase.
+
+        ``reference``: the image's expected events, checked against the profile.
+        """
         secret = passphrase or new_passphrase()
         golden = parse_td_quote(self.sim.make_quote(bytes(64), profile))
         register_image(
-            self.settings, name, golden_profile=profile_from_quote(golden), passphrase=secret
+            self.settings,
+            name,
+            golden_profile=profile_from_quote(golden),
+            passphrase=secret,
+            reference=reference,
         )
         return secret
 
@@ -90,7 +101,12 @@ class SimServer:
 
 
 def register_image(
-    settings: Settings, name: str, *, golden_profile: Any, passphrase: bytes
+    settings: Settings,
+    name: str,
+    *,
+    golden_profile: Any,
+    passphrase: bytes,
+    reference: ReferenceEvents | None = None,
 ) -> None:
     """Add an image directly through the admin functions."""
     engine = make_engine(settings.database_url, pool_size=1)
@@ -105,6 +121,7 @@ def register_image(
                 golden_profile,
                 passphrase=passphrase,
                 now=dt.datetime.now(dt.UTC),
+                reference=reference,
             )
     finally:
         engine.dispose()
