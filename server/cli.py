@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from agent.measurement.errors import MeasurementError
 from server.clock import rfc3339, system_clock
 from server.db.engine import make_engine, make_sessionmaker, session_scope
 from server.db.models import Image
@@ -33,6 +34,13 @@ from server.images import (
     retire_image,
     rotate_passphrase,
 )
+from server.measure_cli import (
+    MeasureCliError,
+    add_image_measure_parser,
+    add_platform_parser,
+    is_measure_command,
+)
+from server.measure_cli import run as run_measure_command
 from server.policy import reference_events
 from server.quote import RTMR_NAMES
 from server.sealing import generate_master_key_file, load_master_key
@@ -105,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     rotate = image_commands.add_parser("rotate-passphrase", help="replace the sealed passphrase")
     rotate.add_argument("name")
     rotate.add_argument("--passphrase-file", type=Path, required=True)
+    add_image_measure_parser(image_commands)
+    add_platform_parser(commands)
 
     collateral = commands.add_parser("collateral", help="DCAP collateral cache")
     collateral_commands = collateral.add_subparsers(dest="collateral_command", required=True)
@@ -129,10 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
-    except (ServerError, CliError, SQLAlchemyError, OSError) as exc:
+    except (ServerError, CliError, MeasureCliError, SQLAlchemyError, OSError) as exc:
         if args.verbose:
             traceback.print_exc()
         print(f"tdx-attest-server: {_describe(exc)}", file=sys.stderr)
+        return EXIT_REFUSED
+    except MeasurementError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"tdx-attest-server: {exc.reason}: {exc}", file=sys.stderr)
         return EXIT_REFUSED
 
 
@@ -147,6 +162,8 @@ def _describe(exc: BaseException) -> str:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if is_measure_command(args):
+        return run_measure_command(args)
     if args.command == "master-key":
         generate_master_key_file(args.file)
         print(f"wrote a new master key to {args.file} (mode 0600)")

@@ -1,0 +1,217 @@
+"""``image measure`` and ``platform capture``: the measurement calculator's commands.
+
+Neither touches the database or the master key: they read files, call the pure
+calculator in ``agent.measurement`` and write JSON. Registering the result
+(``image add --from-measurements``) and storing platforms are separate commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from agent.measurement.linux_boot import INITRD_MAX_HEADER, INITRD_MAX_RULES
+from agent.measurement.manifest import Manifest, compute_manifest
+from agent.measurement.memory import format_memory_size, parse_memory_size
+from agent.measurement.platform import (
+    KERNEL_HEADER_MODES,
+    KERNEL_HEADER_PATCHED,
+    QEMU_ACPI_DATA_SIZE,
+    PlatformProfile,
+    QemuLoader,
+    capture_platform,
+)
+from server.images import read_quote_file
+
+MAX_INPUT_BYTES = 1024 * 1024 * 1024
+MAX_JSON_BYTES = 16 * 1024 * 1024
+MAX_FIRMWARE_BYTES = 64 * 1024 * 1024
+MAX_EVENT_LOG_BYTES = 1024 * 1024
+
+
+class MeasureCliError(Exception):
+    """A measurement command cannot run; the message says which file or option."""
+
+
+def add_image_measure_parser(image_commands: Any) -> None:
+    """Add ``image measure`` to the ``image`` subcommands. Raises nothing."""
+    measure = image_commands.add_parser(
+        "measure", help="compute an image's expected measurements (no database needed)"
+    )
+    measure.add_argument("--kernel", type=Path, required=True, help="the bzImage (vmlinuz)")
+    measure.add_argument("--initrd", type=Path, help="the initrd QEMU gets with -initrd")
+    cmdline = measure.add_mutually_exclusive_group(required=True)
+    cmdline.add_argument("--cmdline", help="the kernel command line (QEMU -append)")
+    cmdline.add_argument(
+        "--cmdline-file",
+        type=Path,
+        help="file holding the command line (one final newline ignored)",
+    )
+    measure.add_argument("--memory", required=True, help="the TD's memory (2G, 2048M)")
+    measure.add_argument("--platform-file", type=Path, required=True, help="platform profile JSON")
+    measure.add_argument("--out", type=Path, help="write the manifest JSON here")
+    measure.add_argument("--json", action="store_true", help="print the manifest JSON")
+
+
+def add_platform_parser(commands: Any) -> None:
+    """Add ``platform capture`` to the top-level commands. Raises nothing."""
+    platform = commands.add_parser("platform", help="platform profiles (host types)")
+    platform_commands = platform.add_subparsers(dest="platform_command", required=True)
+    capture = platform_commands.add_parser(
+        "capture", help="capture a platform profile from a reference boot (no database needed)"
+    )
+    capture.add_argument("name")
+    capture.add_argument("--from-quote", type=Path, required=True, help="the reference quote")
+    capture.add_argument(
+        "--event-log",
+        type=Path,
+        required=True,
+        help="its CCEL (/sys/firmware/acpi/tables/data/CCEL)",
+    )
+    capture.add_argument("--firmware", type=Path, help="the host's TDVF flash image (OVMF.fd)")
+    capture.add_argument("--memory", help="the reference TD's memory size (found if omitted)")
+    capture.add_argument(
+        "--kernel-header",
+        choices=KERNEL_HEADER_MODES,
+        default=KERNEL_HEADER_PATCHED,
+        help="whether the host's QEMU patches the kernel's setup header (default: patched)",
+    )
+    capture.add_argument(
+        "--initrd-max",
+        choices=INITRD_MAX_RULES,
+        default=INITRD_MAX_HEADER,
+        help="how the host's QEMU bounds the initrd address (default: initrd-addr-max)",
+    )
+    capture.add_argument("--out", type=Path, required=True, help="write the profile JSON here")
+
+
+def is_measure_command(args: argparse.Namespace) -> bool:
+    """True for the commands this module runs (they need no settings). Raises nothing."""
+    command = str(args.command)
+    return command == "platform" or (command == "image" and args.image_command == "measure")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``image measure`` or ``platform capture``; returns the exit status.
+
+    Raises MeasureCliError, MeasurementError, ServerError (a bad quote) or OSError.
+    """
+    if args.command == "platform":
+        return _capture(args)
+    return _measure(args)
+
+
+def _read(path: Path, limit: int, what: str) -> bytes:
+    size = path.stat().st_size
+    if size > limit:
+        raise MeasureCliError(f"{path}: the {what} is {size} bytes, more than {limit}")
+    return path.read_bytes()
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(_read(path, MAX_JSON_BYTES, what))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MeasureCliError(f"{path}: the {what} is not JSON ({exc})") from None
+
+
+def write_json(path: Path, document: Any) -> None:
+    """Write ``document`` to ``path`` atomically (a new file, then a rename). Raises OSError."""
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    directory = path.parent if str(path.parent) else Path(".")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _cmdline(args: argparse.Namespace) -> str:
+    if args.cmdline is not None:
+        return str(args.cmdline)
+    raw = _read(args.cmdline_file, 64 * 1024, "command-line file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MeasureCliError(f"{args.cmdline_file}: the command line is not UTF-8") from None
+    return text.removesuffix("\n")
+
+
+def _measure(args: argparse.Namespace) -> int:
+    platform = PlatformProfile.from_json(_read_json(args.platform_file, "platform profile"))
+    kernel = _read(args.kernel, MAX_INPUT_BYTES, "kernel")
+    initrd = None if args.initrd is None else _read(args.initrd, MAX_INPUT_BYTES, "initrd")
+    manifest = compute_manifest(
+        kernel,
+        initrd,
+        _cmdline(args),
+        parse_memory_size(args.memory),
+        platform,
+        kernel_name=args.kernel.name,
+        initrd_name=args.initrd.name if args.initrd else "initrd",
+    )
+    document = manifest.to_json()
+    if args.out is not None:
+        write_json(args.out, document)
+    if args.json or args.out is None:
+        json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
+        print()
+    else:
+        print(summary(manifest, args.out))
+    return 0
+
+
+def summary(manifest: Manifest, out: Path | None) -> str:
+    """A few lines a person reads after ``image measure``. Raises nothing."""
+    lines = [
+        f"platform {manifest.platform_name} ({manifest.platform_sha384.hex()[:16]}...), "
+        f"memory {format_memory_size(manifest.memory_bytes)}, "
+        f"kernel header {manifest.kernel_header}",
+        f"MRTD  {manifest.mrtd.hex()}",
+    ]
+    for number, value in enumerate(manifest.rtmrs):
+        count = len(manifest.events_for(number))
+        lines.append(f"RTMR{number} {value.hex()}  ({count} events)")
+    for event in manifest.events:
+        if event.detail:
+            lines.append(f"  RTMR{event.rtmr} {event.name}: {event.detail}")
+    if out is not None:
+        lines.append(f"wrote the manifest to {out}")
+    return "\n".join(lines)
+
+
+def _capture(args: argparse.Namespace) -> int:
+    quote = read_quote_file(_read(args.from_quote, 1024 * 1024, "quote"))
+    profile = capture_platform(
+        args.name,
+        mrtd=bytes.fromhex(quote.mrtd),
+        rtmrs=[bytes.fromhex(value) for value in quote.rtmrs],
+        event_log=_read(args.event_log, MAX_EVENT_LOG_BYTES, "event log"),
+        firmware=None
+        if args.firmware is None
+        else _read(args.firmware, MAX_FIRMWARE_BYTES, "firmware"),
+        memory_bytes=None if args.memory is None else parse_memory_size(args.memory),
+        qemu=QemuLoader(
+            kernel_header=args.kernel_header,
+            acpi_data_size=QEMU_ACPI_DATA_SIZE,
+            initrd_max=args.initrd_max,
+        ),
+    )
+    write_json(args.out, profile.to_json())
+    hob = profile.td_hob
+    print(
+        f"captured platform {profile.name}: MRTD from the {profile.mrtd_source}, "
+        f"{len(profile.events)} reference events, TD HOB {hob.source} "
+        f"({format_memory_size(hob.memory_bytes)}), kernel header {profile.qemu.kernel_header}; "
+        f"wrote {args.out} (sha384 {profile.digest().hex()[:16]}...)"
+    )
+    return 0
