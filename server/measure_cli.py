@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from agent.measurement.linux_boot import INITRD_MAX_HEADER, INITRD_MAX_RULES
+from agent.measurement.linux_boot import INITRD_MAX_ABOVE_4G_FLAG, INITRD_MAX_RULES
 from agent.measurement.manifest import Manifest, compute_manifest
 from agent.measurement.memory import format_memory_size, parse_memory_size
 from agent.measurement.platform import (
@@ -84,8 +84,8 @@ def add_platform_parser(commands: Any) -> None:
     capture.add_argument(
         "--initrd-max",
         choices=INITRD_MAX_RULES,
-        default=INITRD_MAX_HEADER,
-        help="how the host's QEMU bounds the initrd address (default: initrd-addr-max)",
+        default=INITRD_MAX_ABOVE_4G_FLAG,
+        help="how the host's QEMU bounds the initrd address (default: above-4g-flag, QEMU 7.2+)",
     )
     capture.add_argument("--out", type=Path, required=True, help="write the profile JSON here")
 

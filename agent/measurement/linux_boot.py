@@ -42,8 +42,8 @@ DEFAULT_INITRD_MAX: Final = 0x37FFFFFF
 UINT32_MAX: Final = 0xFFFFFFFF
 
 # How QEMU bounds the initrd's address (the platform profile names one).
-INITRD_MAX_HEADER: Final = "initrd-addr-max"  # initrd_addr_max from the header
-INITRD_MAX_ABOVE_4G_FLAG: Final = "above-4g-flag"  # newer QEMU: XLF flag means 4 GiB - 1
+INITRD_MAX_HEADER: Final = "initrd-addr-max"  # older QEMU: initrd_addr_max from the header
+INITRD_MAX_ABOVE_4G_FLAG: Final = "above-4g-flag"  # QEMU 7.2+: the XLF flag lifts it to 4 GiB
 INITRD_MAX_RULES: Final = (INITRD_MAX_HEADER, INITRD_MAX_ABOVE_4G_FLAG)
 
 _VGA: Final = re.compile(rb"vga=")

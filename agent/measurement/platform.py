@@ -45,7 +45,7 @@ from agent.measurement.errors import (
     ReferenceMismatchError,
     UnsupportedBootError,
 )
-from agent.measurement.linux_boot import INITRD_MAX_HEADER, INITRD_MAX_RULES
+from agent.measurement.linux_boot import INITRD_MAX_ABOVE_4G_FLAG, INITRD_MAX_RULES
 from agent.measurement.memory import GIB, MIB, check_memory_size, format_memory_size
 from agent.measurement.td_hob import EDK2_OVMF_LAYOUT, TdHobLayout, td_hob_digest
 from agent.measurement.tdvf import PAGE_ORDERS, compute_mrtd, read_tdvf_sections, td_hob_layout
@@ -102,7 +102,7 @@ class QemuLoader:
 
     kernel_header: str = KERNEL_HEADER_PATCHED
     acpi_data_size: int = QEMU_ACPI_DATA_SIZE
-    initrd_max: str = INITRD_MAX_HEADER
+    initrd_max: str = INITRD_MAX_ABOVE_4G_FLAG
 
 
 @dataclass(frozen=True, slots=True)
