@@ -7,6 +7,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.measurement.errors import FirmwareFormatError
 from agent.measurement.td_hob import EDK2_OVMF_LAYOUT
@@ -105,3 +107,18 @@ def test_malformed_firmware_is_refused(firmware: bytes, words: str) -> None:
 def test_unknown_page_order_is_refused() -> None:
     with pytest.raises(ValueError, match="page order"):
         compute_mrtd(GOOD, "three-pass")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(GOOD) - 1), st.integers(0, 255)), max_size=6))
+def test_fuzz_mutated_firmware_gives_sections_or_the_typed_error(
+    mutations: list[tuple[int, int]],
+) -> None:
+    firmware = bytearray(GOOD)
+    for offset, value in mutations:
+        firmware[offset] = value
+    try:
+        sections = read_tdvf_sections(bytes(firmware))
+    except FirmwareFormatError:
+        return
+    assert sections
