@@ -14,8 +14,8 @@ import base64
 import hashlib
 import re
 import shutil
+import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -125,7 +125,7 @@ class MeasuredBoot:
     result: qemu.BootResult
 
 
-def _start_swtpm(state: Path, socket: Path) -> subprocess.Popen[bytes]:
+def _start_swtpm(state: Path, control: Path) -> subprocess.Popen[bytes]:
     state.mkdir(parents=True, exist_ok=True)
     setup = subprocess.run(
         ["swtpm_setup", "--tpm2", "--tpmstate", str(state), "--pcr-banks", "sha256,sha384",
@@ -135,19 +135,18 @@ def _start_swtpm(state: Path, socket: Path) -> subprocess.Popen[bytes]:
     )  # fmt: skip
     if setup.returncode != 0:
         raise MeasuredBootError(f"swtpm_setup failed: {setup.stdout}{setup.stderr}")
-    process = subprocess.Popen(
-        ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",
-         "--ctrl", f"type=unixio,path={socket}", "--terminate"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    for _ in range(200):
-        if socket.exists():
-            return process
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)  # waiting for a socket file to appear, not for an outcome
-    process.kill()
-    raise MeasuredBootError("swtpm did not create its control socket")
+    # The listening socket exists before swtpm starts, so QEMU can connect at once.
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(control))
+        listener.listen(1)
+        return subprocess.Popen(
+            ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",
+             "--ctrl", f"type=unixio,fd={listener.fileno()}", "--terminate"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(listener.fileno(),),
+        )  # fmt: skip
+    finally:
+        listener.close()
 
 
 def measured_boot(
@@ -161,8 +160,9 @@ def measured_boot(
 ) -> MeasuredBoot:
     """Boot once with OVMF + swtpm and parse the guest's report. Raises MeasuredBootError."""
     workdir.mkdir(parents=True, exist_ok=True)
-    socket = workdir / "swtpm.sock"
-    swtpm = _start_swtpm(workdir / "tpm", socket)
+    control = workdir / "swtpm.sock"
+    control.unlink(missing_ok=True)
+    swtpm = _start_swtpm(workdir / "tpm", control)
     try:
         variables = workdir / "OVMF_VARS.fd"
         shutil.copyfile(OVMF_VARS, variables)
@@ -173,7 +173,7 @@ def measured_boot(
             "-smp", "1", "-nodefaults", "-display", "none", "-no-reboot",
             "-drive", f"if=pflash,format=raw,unit=0,file={OVMF_CODE},readonly=on",
             "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
-            "-chardev", f"socket,id=chrtpm,path={socket}",
+            "-chardev", f"socket,id=chrtpm,path={control}",
             "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0",
             "-serial", f"file:{console}", "-serial", f"file:{data}",
             "-kernel", str(kernel), "-append", append,

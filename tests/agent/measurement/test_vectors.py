@@ -30,6 +30,9 @@ from agent.eventlog import (
 from agent.measurement.efi import (
     boot_variable_event,
     efi_action_event,
+    initrd_event,
+    kernel_event,
+    load_options_event,
     separator_event,
     variable_event,
 )
@@ -112,3 +115,15 @@ def test_direct_boot_logs_leave_only_unheld_inputs_to_the_log() -> None:
             }
             | ({'"Linux initrd"'} if "initrd" in name else set())
         ), name
+
+
+def test_the_calculators_event_data_is_what_the_firmware_and_stub_write() -> None:
+    events = parse_event_log((ASSETS / "qemu-direct-boot-initrd.ccel").read_bytes()).events
+    kernel = next(e for e in events if e.name == "boot application kernel")
+    built = kernel_event(bytes(48))
+    # The load address and length (the first 16 bytes) are known only at boot.
+    assert built.data[16:] == kernel.data[16:]
+    assert built.name == kernel.name
+    options, initrd = (e for e in events if e.rtmr == 2)
+    assert load_options_event(b"").data == options.data
+    assert initrd_event(bytes(48)).data == initrd.data
