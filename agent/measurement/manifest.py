@@ -191,12 +191,14 @@ def compute_manifest(
         if initrd is None
         else InputFile(initrd_name, hashlib.sha384(initrd).digest(), len(initrd))
     )
-    options = load_options(raw_cmdline, with_initrd=initrd is not None)
+    # OVMF offers an empty initrd to neither the command line nor the stub.
+    offered = initrd_file is not None and initrd_file.size > 0
+    options = load_options(raw_cmdline, with_initrd=offered)
     stub_events: list[Event] = []
     if options:
         measured = options.decode("utf-16-le").rstrip("\x00")
         stub_events.append(load_options_event(options, detail=f"command line {measured!r}"))
-    if initrd_file is not None:
+    if initrd_file is not None and offered:
         stub_events.append(initrd_event(initrd_file.sha384, detail=f"initrd {initrd_name}"))
     events: list[Event] = []
     slot = stub_slot(platform.events)

@@ -79,6 +79,13 @@ def test_without_initrd_and_command_line_the_stub_measures_nothing() -> None:
     )
 
 
+def test_an_empty_initrd_is_offered_to_neither_the_command_line_nor_the_stub() -> None:
+    manifest = compute_manifest(KERNEL, b"", "ro", 2 * GIB, platform())
+    (cmdline,) = manifest.events_for(2)
+    assert cmdline.sha384 == hashlib.sha384("ro\0".encode("utf-16-le")).digest()
+    assert manifest.initrd is not None and manifest.initrd.size == 0
+
+
 def test_the_stub_events_go_where_the_reference_had_none() -> None:
     manifest = compute_manifest(KERNEL, INITRD, "ro", 8 * GIB, platform(PLAIN_LOG))
     names = [e.name for e in manifest.events]
