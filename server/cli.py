@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from agent.measurement.errors import MeasurementError
+from agent.measurement.manifest import Manifest
+from agent.measurement.memory import format_memory_size
 from server.clock import rfc3339, system_clock
 from server.db.engine import make_engine, make_sessionmaker, session_scope
 from server.db.models import Image
@@ -38,9 +40,13 @@ from server.measure_cli import (
     MeasureCliError,
     add_image_measure_parser,
     add_platform_parser,
+    describe_platform,
     is_measure_command,
+    platform_from_args,
 )
+from server.measure_cli import measure as measure_image
 from server.measure_cli import run as run_measure_command
+from server.platforms import add_platform, get_platform, list_platforms
 from server.policy import reference_events
 from server.quote import RTMR_NAMES
 from server.sealing import generate_master_key_file, load_master_key
@@ -84,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     add = image_commands.add_parser("add", help="register an approved image")
     add.add_argument("name")
     add.add_argument("--from-quote", type=Path, help="take measurements from a golden VM's quote")
+    add.add_argument(
+        "--from-measurements",
+        type=Path,
+        metavar="MANIFEST",
+        help="take measurements and reference events from a manifest 'image measure' wrote",
+    )
     add.add_argument("--mrtd")
     for register in RTMR_NAMES:
         add.add_argument(f"--{register}", help=f"boot {register.upper()} (hex)")
@@ -181,6 +193,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "image":
         return _image(settings, args)
+    if args.command == "platform":
+        return _platform(settings, args)
     if args.command == "miner":
         return run_miner_command(settings, args, system_clock)
     return _collateral(settings, args)
@@ -288,6 +302,10 @@ def _image(settings: Settings, args: argparse.Namespace) -> int:
             shown = _image_details(get_image(session, args.name))
         _print_image(shown, as_json=args.json)
         return 0
+    if args.image_command == "measure":
+        with session_scope(sessions) as session:
+            platform = get_platform(session, args.platform)
+        return measure_image(args, platform)
     master_key = load_master_key(settings.master_key_file, dev_mode=settings.dev_mode)
     passphrase = _read_passphrase(args.passphrase_file)
     if args.image_command == "rotate-passphrase":
@@ -312,15 +330,37 @@ def _image(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_manifest(path: Path) -> Manifest:
+    """A manifest file 'image measure' wrote. Raises CliError or MeasurementError."""
+    try:
+        document = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CliError(f"{path}: the manifest is not JSON ({exc})") from None
+    return Manifest.from_json(document)
+
+
 def _profile_from_args(args: argparse.Namespace) -> Profile:
-    if args.from_quote is not None:
+    if args.from_measurements is not None:
+        if args.from_quote is not None:
+            raise CliError("give either --from-quote or --from-measurements, not both")
+        manifest = _read_manifest(args.from_measurements)
+        rtmrs = tuple(value.hex() for value in manifest.rtmrs)
+        base = Profile(
+            mrtd=manifest.mrtd.hex(),
+            boot_rtmrs=(rtmrs[0], rtmrs[1], rtmrs[2], rtmrs[3]),
+            runtime_rtmrs=(rtmrs[0], rtmrs[1], rtmrs[2], rtmrs[3]),
+        )
+    elif args.from_quote is not None:
         base = profile_from_quote(
             read_quote_file(args.from_quote.read_bytes()), include_config=args.with_config_ids
         )
     else:
         missing = [f"--{n}" for n in ("mrtd", *RTMR_NAMES) if getattr(args, n) is None]
         if missing:
-            raise CliError(f"give --from-quote FILE or all of: {', '.join(missing)}")
+            raise CliError(
+                "give --from-quote FILE, --from-measurements MANIFEST or all of: "
+                f"{', '.join(missing)}"
+            )
         boot = tuple(normalise_measurement(n, getattr(args, n)) for n in RTMR_NAMES)
         base = Profile(
             mrtd=normalise_measurement("mrtd", args.mrtd),
@@ -349,7 +389,44 @@ def _profile_from_args(args: argparse.Namespace) -> Profile:
     )
 
 
+def _platform(settings: Settings, args: argparse.Namespace) -> int:
+    sessions = make_sessionmaker(make_engine(settings.database_url, pool_size=1))
+    if args.platform_command == "add":
+        profile = platform_from_args(args)
+        with session_scope(sessions) as session:
+            add_platform(session, profile, system_clock())
+        print(f"added {describe_platform(profile)}")
+        return 0
+    if args.platform_command == "show":
+        with session_scope(sessions) as session:
+            profile = get_platform(session, args.name)
+        if args.json:
+            print(json.dumps(profile.to_json(), indent=2))
+        else:
+            print(describe_platform(profile))
+            for item in profile.events:
+                event = item.event
+                register = "-" if event.rtmr is None else RTMR_NAMES[event.rtmr]
+                digest = (event.sha384 or b"").hex()[:16]
+                print(f"  {register:<6} {item.role:<10} {digest}  {event.name}")
+        return 0
+    with session_scope(sessions) as session:
+        for row in list_platforms(session):
+            print(
+                f"{row.name}\tsha384={row.profile_sha384[:16]}...\tcreated={rfc3339(row.created_at)}"
+            )
+    return 0
+
+
 def _reference_from_args(args: argparse.Namespace) -> ReferenceEvents | None:
+    if args.from_measurements is not None:
+        manifest = _read_manifest(args.from_measurements)
+        memory = format_memory_size(manifest.memory_bytes)
+        source = (
+            f"manifest {args.from_measurements.name} (platform {manifest.platform_name} "
+            f"{manifest.platform_sha384.hex()[:16]}..., {memory})"
+        )
+        return ReferenceEvents(manifest.events, source)
     if args.event_log is None:
         return None
     if args.from_quote is None:

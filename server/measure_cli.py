@@ -1,8 +1,9 @@
 """``image measure`` and ``platform capture``: the measurement calculator's commands.
 
-Neither touches the database or the master key: they read files, call the pure
-calculator in ``agent.measurement`` and write JSON. Registering the result
-(``image add --from-measurements``) and storing platforms are separate commands.
+Neither touches the database or the master key when given files: they read files, call
+the pure calculator in ``agent.measurement`` and write JSON. The commands that store or
+read the verifier's database (``platform add/show/list``, ``image measure --platform
+NAME``, ``image add --from-measurements``) live in server.cli and reuse what is here.
 """
 
 from __future__ import annotations
@@ -53,25 +54,47 @@ def add_image_measure_parser(image_commands: Any) -> None:
         help="file holding the command line (one final newline ignored)",
     )
     measure.add_argument("--memory", required=True, help="the TD's memory (2G, 2048M)")
-    measure.add_argument("--platform-file", type=Path, required=True, help="platform profile JSON")
+    platform = measure.add_mutually_exclusive_group(required=True)
+    platform.add_argument("--platform-file", type=Path, help="platform profile JSON")
+    platform.add_argument(
+        "--platform", metavar="NAME", help="a platform stored with 'platform add' (database)"
+    )
     measure.add_argument("--out", type=Path, help="write the manifest JSON here")
     measure.add_argument("--json", action="store_true", help="print the manifest JSON")
 
 
 def add_platform_parser(commands: Any) -> None:
-    """Add ``platform capture`` to the top-level commands. Raises nothing."""
+    """Add ``platform capture|add|show|list`` to the top-level commands. Raises nothing."""
     platform = commands.add_parser("platform", help="platform profiles (host types)")
     platform_commands = platform.add_subparsers(dest="platform_command", required=True)
     capture = platform_commands.add_parser(
         "capture", help="capture a platform profile from a reference boot (no database needed)"
     )
-    capture.add_argument("name")
-    capture.add_argument("--from-quote", type=Path, required=True, help="the reference quote")
+    _add_capture_arguments(capture)
+    capture.add_argument("--out", type=Path, required=True, help="write the profile JSON here")
+    add = platform_commands.add_parser(
+        "add",
+        help="store a platform profile in the database: captured from a reference boot, "
+        "or read from a file 'platform capture' wrote",
+    )
+    _add_capture_arguments(add, from_file=True)
+    show = platform_commands.add_parser("show", help="a stored platform (--json: its file form)")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true")
+    platform_commands.add_parser("list", help="stored platforms")
+
+
+def _add_capture_arguments(parser: Any, *, from_file: bool = False) -> None:
+    parser.add_argument("name")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-quote", type=Path, help="the reference boot's quote")
+    if from_file:
+        source.add_argument("--from-file", type=Path, help="a profile 'platform capture' wrote")
+    capture = parser
     capture.add_argument(
         "--event-log",
         type=Path,
-        required=True,
-        help="its CCEL (/sys/firmware/acpi/tables/data/CCEL)",
+        help="the reference boot's CCEL (/sys/firmware/acpi/tables/data/CCEL); with --from-quote",
     )
     capture.add_argument("--firmware", type=Path, help="the host's TDVF flash image (OVMF.fd)")
     capture.add_argument("--memory", help="the reference TD's memory size (found if omitted)")
@@ -87,13 +110,14 @@ def add_platform_parser(commands: Any) -> None:
         default=INITRD_MAX_ABOVE_4G_FLAG,
         help="how the host's QEMU bounds the initrd address (default: above-4g-flag, QEMU 7.2+)",
     )
-    capture.add_argument("--out", type=Path, required=True, help="write the profile JSON here")
 
 
 def is_measure_command(args: argparse.Namespace) -> bool:
     """True for the commands this module runs (they need no settings). Raises nothing."""
     command = str(args.command)
-    return command == "platform" or (command == "image" and args.image_command == "measure")
+    if command == "platform":
+        return str(args.platform_command) == "capture"
+    return command == "image" and args.image_command == "measure" and args.platform is None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,8 +126,12 @@ def run(args: argparse.Namespace) -> int:
     Raises MeasureCliError, MeasurementError, ServerError (a bad quote) or OSError.
     """
     if args.command == "platform":
-        return _capture(args)
-    return _measure(args)
+        profile = platform_from_args(args)
+        write_json(args.out, profile.to_json())
+        print(f"captured {describe_platform(profile)}; wrote {args.out}")
+        return 0
+    platform = PlatformProfile.from_json(_read_json(args.platform_file, "platform profile"))
+    return measure(args, platform)
 
 
 def _read(path: Path, limit: int, what: str) -> bytes:
@@ -146,8 +174,11 @@ def _cmdline(args: argparse.Namespace) -> str:
     return text.removesuffix("\n")
 
 
-def _measure(args: argparse.Namespace) -> int:
-    platform = PlatformProfile.from_json(_read_json(args.platform_file, "platform profile"))
+def measure(args: argparse.Namespace, platform: PlatformProfile) -> int:
+    """``image measure`` on ``platform``: print and/or write the manifest; returns 0.
+
+    Raises MeasureCliError, MeasurementError or OSError.
+    """
     kernel = _read(args.kernel, MAX_INPUT_BYTES, "kernel")
     initrd = None if args.initrd is None else _read(args.initrd, MAX_INPUT_BYTES, "initrd")
     manifest = compute_manifest(
@@ -189,9 +220,23 @@ def summary(manifest: Manifest, out: Path | None) -> str:
     return "\n".join(lines)
 
 
-def _capture(args: argparse.Namespace) -> int:
+def platform_from_args(args: argparse.Namespace) -> PlatformProfile:
+    """The profile ``platform capture``/``platform add`` describe: captured from
+    ``--from-quote``/``--event-log``, or read from ``--from-file`` (named ``args.name``).
+
+    Raises MeasureCliError, MeasurementError, ServerError (a bad quote) or OSError.
+    """
+    if getattr(args, "from_file", None) is not None:
+        profile = PlatformProfile.from_json(_read_json(args.from_file, "platform profile"))
+        if profile.name != args.name:
+            raise MeasureCliError(
+                f"{args.from_file} holds platform {profile.name!r}, not {args.name!r}"
+            )
+        return profile
+    if args.event_log is None:
+        raise MeasureCliError("--from-quote needs --event-log (the reference boot's CCEL)")
     quote = read_quote_file(_read(args.from_quote, 1024 * 1024, "quote"))
-    profile = capture_platform(
+    return capture_platform(
         args.name,
         mrtd=bytes.fromhex(quote.mrtd),
         rtmrs=[bytes.fromhex(value) for value in quote.rtmrs],
@@ -206,12 +251,14 @@ def _capture(args: argparse.Namespace) -> int:
             initrd_max=args.initrd_max,
         ),
     )
-    write_json(args.out, profile.to_json())
+
+
+def describe_platform(profile: PlatformProfile) -> str:
+    """One line about a profile (what ``platform capture/add`` print). Raises nothing."""
     hob = profile.td_hob
-    print(
-        f"captured platform {profile.name}: MRTD from the {profile.mrtd_source}, "
+    return (
+        f"platform {profile.name}: MRTD from the {profile.mrtd_source}, "
         f"{len(profile.events)} reference events, TD HOB {hob.source} "
-        f"({format_memory_size(hob.memory_bytes)}), kernel header {profile.qemu.kernel_header}; "
-        f"wrote {args.out} (sha384 {profile.digest().hex()[:16]}...)"
+        f"({format_memory_size(hob.memory_bytes)}), kernel header {profile.qemu.kernel_header}, "
+        f"sha384 {profile.digest().hex()[:16]}..."
     )
-    return 0

@@ -102,3 +102,15 @@ class CollateralCacheEntry(Base):
     next_update: Mapped[datetime] = mapped_column(UtcDateTime())
     fetched_at: Mapped[datetime] = mapped_column(UtcDateTime())
     source: Mapped[str] = mapped_column(String(16))
+
+
+class Platform(Base):
+    """A platform profile (host type) as captured: see agent.measurement.platform."""
+
+    __tablename__ = "platforms"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # The profile's versioned JSON form, and the SHA-384 manifests name it by.
+    profile_json: Mapped[str] = mapped_column(Text)
+    profile_sha384: Mapped[str] = mapped_column(String(MEASUREMENT_HEX))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
