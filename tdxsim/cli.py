@@ -11,15 +11,17 @@ import datetime as dt
 import hashlib
 import importlib
 import json
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tdxsim import abi, measured_boot, tcb
+from tdxsim import abi, tcb
 from tdxsim.collateral import format_time, parse_time
-from tdxsim.errors import EventLogError, ProfileError, StateError, TdxSimError
+from tdxsim.errors import ProfileError, StateError, TdxSimError
+from tdxsim.measured_boot import Component, from_manifest
 from tdxsim.profile import Profile
 from tdxsim.state import DEFAULT_FMSPC, SimState
 
@@ -63,19 +65,15 @@ def _time(text: str) -> dt.datetime:
         raise argparse.ArgumentTypeError(exc.message) from None
 
 
-def load_profile(spec: str | None) -> Profile:
-    """A profile from a file path, or a built-in one by name (``default``, ``other``).
+def load_profile(spec: str | None, manifest: str | None = None) -> Profile:
+    """A profile from a file path or a built-in name (``default``, ``other``), booted as
+    ``manifest`` says when one is given.
 
-    Raises ProfileError when neither exists or the file is invalid.
+    Raises ProfileError when neither exists or the file is invalid, MeasuredBootError
+    when the boot cannot be computed.
     """
-    if spec is None:
-        return Profile.default()
-    path = Path(spec)
-    if path.exists():
-        return Profile.load(path)
-    if "/" not in spec and not spec.endswith(".json"):
-        return Profile.builtin(spec)
-    raise ProfileError(f"profile file {spec} does not exist")
+    profile = Profile.find(spec)
+    return profile if manifest is None else profile.with_boot(from_manifest(manifest))
 
 
 def _write_output(out: str, data: bytes) -> None:
@@ -108,7 +106,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_quote(args: argparse.Namespace) -> int:
     state = SimState.load(args.state)
-    profile = load_profile(args.profile)
+    profile = load_profile(args.profile, args.manifest)
     if args.mrtd is not None:
         profile = profile.with_mrtd(args.mrtd.hex())
     for index, value in args.rtmr:
@@ -183,33 +181,133 @@ def cmd_profile_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_events(path: str) -> list[measured_boot.Event]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise EventLogError(f"cannot read event log {path}: {exc.strerror or exc}") from None
-    return measured_boot.parse_event_log(text)
+def _component(file: str | None, label: str | None) -> Component | None:
+    if file is not None:
+        return Component.file(Path(file).resolve())
+    if label is not None:
+        return Component.synthetic(label)
+    return None
 
 
 def cmd_profile_new(args: argparse.Namespace) -> int:
     base = load_profile(args.base)
-    events = _read_events(args.event_log)
-    name = args.name or Path(args.out).stem
-    profile = measured_boot.profile_from_events(base, events, name)
-    if args.mrtd is not None:
-        profile = profile.with_mrtd(args.mrtd.hex())
+    spec = base.spec
+    if spec is None:
+        raise ProfileError(
+            f"base profile {base.name!r} names no boot components: give a profile that boots"
+        )
+    changes: dict[str, Any] = {}
+    if args.platform is not None:
+        is_file = "/" in args.platform or args.platform.endswith(".json")
+        changes["platform"] = (
+            Component.file(Path(args.platform).resolve())
+            if is_file or Path(args.platform).exists()
+            else Component.builtin(args.platform)
+        )
+    kernel = _component(args.kernel, args.kernel_label)
+    if kernel is not None:
+        changes["kernel"] = kernel
+    initrd = _component(args.initrd, args.initrd_label)
+    if initrd is not None or args.no_initrd:
+        changes["initrd"] = initrd
+    if args.cmdline is not None:
+        changes["cmdline"] = args.cmdline
+    if args.memory is not None:
+        changes["memory"] = args.memory
+    name = args.name or (Path(args.out).stem if args.out != "-" else base.name)
+    profile = base.with_components(**changes).replace(name=name)
+    spec = profile.spec or spec
     if args.out == "-":
         print(profile.dumps(), end="")
     else:
         profile.save(args.out)
-        print(f"wrote profile {name!r} ({len(events)} events replayed) to {args.out}")
+        print(f"wrote profile {name!r} to {args.out}: {spec.describe()}")
     return 0
 
 
-def cmd_profile_replay(args: argparse.Namespace) -> int:
-    rtmrs = measured_boot.replay(_read_events(args.event_log))
-    for i, value in enumerate(rtmrs):
-        print(f"rtmr{i} {value.hex()}")
+def _write_component(component: Component, data: bytes, folder: Path) -> Path:
+    path = folder / component.name
+    path.write_bytes(data)
+    return path
+
+
+def cmd_profile_inputs(args: argparse.Namespace) -> int:
+    from tdxsim.measured_boot import component_bytes, load_platform
+
+    profile = load_profile(args.profile)
+    spec = profile.spec
+    if spec is None:
+        raise ProfileError(f"profile {profile.name!r} names no boot components to write")
+    folder = Path(args.out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    kernel = _write_component(spec.kernel, component_bytes(spec.kernel, "kernel"), folder)
+    initrd = (
+        None
+        if spec.initrd is None
+        else _write_component(spec.initrd, component_bytes(spec.initrd, "initrd"), folder)
+    )
+    cmdline = folder / "cmdline"
+    cmdline.write_text(spec.cmdline + "\n", encoding="utf-8")
+    platform = load_platform(spec.platform)
+    platform_file = folder / f"platform-{platform.name}.json"
+    platform_file.write_text(json.dumps(platform.to_json(), indent=2) + "\n", encoding="utf-8")
+    print(f"wrote the boot inputs of profile {profile.name!r} to {folder}:")
+    print(f"  kernel    {kernel}")
+    print(f"  initrd    {initrd or 'none'}")
+    print(f"  cmdline   {cmdline}")
+    print(f"  platform  {platform_file}")
+    print(f"  memory    {spec.memory}")
+    measure = ["tdx-attest-server", "image", "measure", "--kernel", str(kernel)]
+    if initrd is not None:
+        measure += ["--initrd", str(initrd)]
+    measure += ["--cmdline-file", str(cmdline), "--memory", spec.memory]
+    measure += ["--platform-file", str(platform_file), "--out", "manifest.json"]
+    print("measure them with:")
+    print("  " + " ".join(shlex.quote(word) for word in measure))
+    return 0
+
+
+def cmd_eventlog(args: argparse.Namespace) -> int:
+    from agent.eventlog import event_to_json
+
+    profile = load_profile(args.profile, args.manifest)
+    boot = profile.boot
+    if boot is None:
+        raise ProfileError(
+            f"profile {profile.name!r} gives raw register values: no boot, so no event log"
+        )
+    log = boot.event_log()
+    if args.out is not None:
+        _write_output(args.out, log)
+    if args.out == "-":
+        return 0
+    records = len(boot.event_log(padded=False))
+    if args.json:
+        document: dict[str, Any] = {
+            "profile": profile.name,
+            "boot": boot.to_json(),
+            "event_log_bytes": len(log),
+            "event_log_records_bytes": records,
+            "mrtd": boot.mrtd.hex(),
+            **{f"rtmr{n}": value.hex() for n, value in enumerate(boot.rtmrs)},
+            "events": [event_to_json(event) for event in boot.manifest.events],
+        }
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+        return 0
+    print(f"profile {profile.name}: {boot.source.describe()}")
+    print(" #  RTMR  SHA-384           event")
+    for event in boot.manifest.events:
+        digest = (event.sha384 or b"").hex()[:16]
+        detail = f"  ({event.detail})" if event.detail else ""
+        print(f"{event.index:>2}  {event.rtmr}     {digest}  {event.name}{detail}")
+    print(f"MRTD   {boot.mrtd.hex()}")
+    for number, value in enumerate(boot.rtmrs):
+        print(f"RTMR{number}  {value.hex()}")
+    where = f", written to {args.out}" if args.out is not None else ""
+    print(
+        f"the CCEL: {len(boot.manifest.events)} events in {records} bytes, padded to "
+        f"{len(log)}{where}; its replay is RTMR0-3 above"
+    )
     return 0
 
 
@@ -337,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", required=True, metavar="DIR")
     p.add_argument("--report-data", required=True, type=_hex_bytes(64), metavar="HEX128")
     p.add_argument("--profile", metavar="FILE|NAME", help="profile file or built-in name")
+    p.add_argument("--manifest", metavar="FILE", help="boot as this measurement manifest says")
     p.add_argument("--mrtd", type=_hex_bytes(48), metavar="HEX")
     p.add_argument("--rtmr", type=_rtmr_assignment, action="append", default=[], metavar="N=HEX")
     p.add_argument("--debug", action="store_true", help="set the TD's DEBUG attribute")
@@ -355,21 +454,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hex", action="store_true", help="the file holds hex text")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("profile", help="measurement profiles and event logs")
+    p = sub.add_parser("profile", help="measurement profiles (what a simulated TD boots)")
     psub = p.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
     q = psub.add_parser("show", help="print a profile (file or built-in name)")
     q.add_argument("profile", nargs="?", default="default", metavar="FILE|NAME")
     q.set_defaults(func=cmd_profile_show)
-    q = psub.add_parser("new", help="make a profile whose RTMRs replay an event log")
-    q.add_argument("--event-log", required=True, metavar="FILE")
-    q.add_argument("--base", metavar="FILE|NAME", help="profile for the other fields (default)")
-    q.add_argument("--name")
-    q.add_argument("--mrtd", type=_hex_bytes(48), metavar="HEX")
-    q.add_argument("--out", required=True, metavar="FILE")
+    q = psub.add_parser(
+        "new", help="make a profile that boots other components than a base profile"
+    )
+    q.add_argument("--base", metavar="FILE|NAME", help="profile to start from (default)")
+    q.add_argument("--name", help="the new profile's name (default: the output file's stem)")
+    q.add_argument("--platform", metavar="NAME|FILE", help="built-in platform or profile file")
+    group = q.add_mutually_exclusive_group()
+    group.add_argument("--kernel", metavar="FILE", help="a bzImage file")
+    group.add_argument("--kernel-label", metavar="TEXT", help="a synthetic kernel")
+    group = q.add_mutually_exclusive_group()
+    group.add_argument("--initrd", metavar="FILE", help="an initrd file")
+    group.add_argument("--initrd-label", metavar="TEXT", help="a synthetic initrd")
+    group.add_argument("--no-initrd", action="store_true", help="boot without an initrd")
+    q.add_argument("--cmdline", metavar="TEXT", help="the kernel command line (QEMU -append)")
+    q.add_argument("--memory", metavar="SIZE", help="the TD's memory (2G, 1536M)")
+    q.add_argument("--out", required=True, metavar="FILE", help="output file ('-' for stdout)")
     q.set_defaults(func=cmd_profile_new)
-    q = psub.add_parser("replay", help="print the RTMRs an event log produces")
-    q.add_argument("--event-log", required=True, metavar="FILE")
-    q.set_defaults(func=cmd_profile_replay)
+    q = psub.add_parser(
+        "inputs",
+        help="write a profile's kernel, initrd, command line and platform profile as files",
+    )
+    q.add_argument("profile", nargs="?", default="default", metavar="FILE|NAME")
+    q.add_argument("--out-dir", required=True, metavar="DIR")
+    q.set_defaults(func=cmd_profile_inputs)
+
+    p = sub.add_parser(
+        "eventlog", help="the firmware event log (CCEL) of a profile's boot: list or write it"
+    )
+    p.add_argument("--profile", metavar="FILE|NAME", help="profile file or built-in name")
+    p.add_argument("--manifest", metavar="FILE", help="boot as this measurement manifest says")
+    p.add_argument("--out", metavar="FILE", help="write the padded CCEL here ('-' for stdout)")
+    p.add_argument("--json", action="store_true", help="print the events and registers as JSON")
+    p.set_defaults(func=cmd_eventlog)
 
     p = sub.add_parser("platform", help="show or set the platform TCB preset")
     p.add_argument("--state", required=True, metavar="DIR")

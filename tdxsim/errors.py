@@ -39,10 +39,16 @@ class ProfileError(TdxSimError):
     reason = "profile_invalid"
 
 
-class EventLogError(TdxSimError):
-    """A measured-boot event log line is malformed."""
+class MeasuredBootError(TdxSimError):
+    """A simulated boot cannot be computed: an input cannot be read, or the measurement
+    calculator refuses it (then ``reason`` is the calculator's: ``pe_malformed``, ...)."""
 
-    reason = "event_log_invalid"
+    reason = "measured_boot_invalid"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
 
 
 class PkiError(TdxSimError):

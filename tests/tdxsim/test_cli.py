@@ -11,8 +11,10 @@ import pytest
 
 from tdxsim import abi, tcb
 from tdxsim.cli import main
+from tdxsim.measured_boot import Component
 from tdxsim.profile import Profile
 from tdxsim.state import SimState
+from tdxsim.synthetic import synthetic_kernel
 from tests.support.dcap import refusal, verify
 
 REPORT_HEX = "5a" * 64
@@ -114,21 +116,122 @@ def test_platform_and_collateral_commands(state_dir: Path, tmp_path: Path) -> No
     assert exported.read_text() == state.collateral_json
 
 
-def test_profile_new_from_event_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    log = tmp_path / "boot.jsonl"
-    log.write_text(json.dumps({"rtmr": 1, "data": "vmlinuz-7"}) + "\n")
+def test_profile_new_changes_named_components(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(synthetic_kernel("vmlinuz-7"))
     out = tmp_path / "new.json"
 
-    assert main(["profile", "new", "--event-log", str(log), "--out", str(out)]) == 0
-    assert main(["profile", "replay", "--event-log", str(log)]) == 0
+    assert main(["profile", "new", "--kernel", str(kernel), "--initrd-label", "initrd-7",
+                 "--cmdline", "console=ttyS0", "--out", str(out)]) == 0  # fmt: skip
     assert main(["profile", "show", str(out)]) == 0
 
     profile = Profile.load(out)
     printed = capsys.readouterr().out
     assert profile.name == "new"
-    assert f"rtmr1 {profile.rtmr1}" in printed
-    assert profile.rtmr0 == "00" * 48
+    assert profile.spec is not None
+    assert profile.spec.kernel == Component.file(str(kernel))
+    assert profile.spec.initrd == Component.synthetic("initrd-7")
+    assert profile.spec.memory == Profile.default().spec.memory  # type: ignore[union-attr]
+    assert Profile.loads(printed.split("\n", 1)[1]) == profile
     assert profile.mrtd == Profile.default().mrtd
+    assert profile.rtmr0 == Profile.default().rtmr0
+    assert profile.rtmr1 != Profile.default().rtmr1
+
+    assert main(["profile", "new", "--base", str(out), "--no-initrd", "--out", "-"]) == 0
+    assert Profile.loads(capsys.readouterr().out).spec.initrd is None  # type: ignore[union-attr]
+
+
+def test_profile_new_refuses_a_base_without_components(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = tmp_path / "raw.json"
+    Profile.default().with_rtmr(1, "ab" * 48).save(raw)
+
+    assert main(["profile", "new", "--base", str(raw), "--out", "-"]) == 1
+    assert main(["profile", "new", "--memory", "8G", "--out", "-"]) == 1
+
+    errors = capsys.readouterr().err.splitlines()
+    assert errors[0].startswith("tdxsim: error: profile_invalid: ")
+    assert errors[1].startswith("tdxsim: error: platform_profile_invalid: ")
+
+
+def test_profile_inputs_measure_to_the_same_registers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.measurement.manifest import compute_manifest
+    from agent.measurement.memory import parse_memory_size
+    from agent.measurement.platform import PlatformProfile
+
+    assert main(["profile", "inputs", "other", "--out-dir", str(tmp_path)]) == 0
+
+    printed = capsys.readouterr().out
+    assert "tdx-attest-server image measure --kernel" in printed
+    spec = Profile.builtin("other").spec
+    assert spec is not None
+    manifest = compute_manifest(
+        (tmp_path / "vmlinuz-6.1.0-21-amd64").read_bytes(),
+        (tmp_path / "initrd.img-6.1.0-18-amd64").read_bytes(),
+        (tmp_path / "cmdline").read_text().removesuffix("\n"),
+        parse_memory_size(spec.memory),
+        PlatformProfile.from_json(json.loads((tmp_path / "platform-qemu-tdvf.json").read_text())),
+    )
+    assert [value.hex() for value in manifest.rtmrs] == list(Profile.builtin("other").rtmrs)
+    assert manifest.mrtd.hex() == Profile.builtin("other").mrtd
+
+
+def test_eventlog_lists_writes_and_prints_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ccel"
+
+    assert main(["eventlog", "--profile", "other", "--out", str(out)]) == 0
+    listing = capsys.readouterr().out
+    assert main(["eventlog", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+
+    other = Profile.builtin("other")
+    assert out.read_bytes() == other.event_log()
+    assert "boot application kernel" in listing
+    assert "kernel vmlinuz-6.1.0-21-amd64" in listing
+    assert f"RTMR1  {other.rtmr1}" in listing
+    default = Profile.default()
+    assert [document[f"rtmr{n}"] for n in range(4)] == list(default.rtmrs)
+    assert document["mrtd"] == default.mrtd
+    assert [e["name"] for e in document["events"]][-4:] == [
+        '"LOADED_IMAGE::LoadOptions"', '"Linux initrd"',
+        'EFI action "Exit Boot Services Invocation"',
+        'EFI action "Exit Boot Services Returned with Success"',
+    ]  # fmt: skip
+    assert document["event_log_bytes"] == len(default.event_log() or b"")
+
+
+def test_eventlog_of_a_manifest_and_of_raw_registers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(Profile.builtin("other").boot.manifest.to_json()))  # type: ignore[union-attr]
+    raw = tmp_path / "raw.json"
+    Profile.default().with_rtmr(2, "cd" * 48).save(raw)
+
+    assert main(["eventlog", "--manifest", str(manifest), "--out", str(tmp_path / "m")]) == 0
+    assert main(["eventlog", "--profile", str(raw)]) == 1
+
+    assert (tmp_path / "m").read_bytes() == Profile.builtin("other").event_log()
+    assert "tdxsim: error: profile_invalid: " in capsys.readouterr().err
+
+
+def test_quote_with_a_manifest_carries_its_registers(state_dir: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(Profile.builtin("other").boot.manifest.to_json()))  # type: ignore[union-attr]
+    out = tmp_path / "q"
+
+    assert main(["quote", "--state", str(state_dir), "--report-data", REPORT_HEX,
+                 "--manifest", str(manifest), "--out", str(out)]) == 0  # fmt: skip
+
+    body = abi.parse_tdx_quote(out.read_bytes()).td_report
+    assert [value.hex() for value in body.rtmrs] == list(Profile.builtin("other").rtmrs)
 
 
 def test_inspect_prints_measurements(
@@ -154,13 +257,13 @@ def test_inspect_prints_measurements(
         (["quote", "--state", "{state}", "--report-data", REPORT_HEX, "--profile",
           "{tmp}/none.json", "--out", "{tmp}/q"], "profile_invalid"),
         (["init", "{state}"], "state_invalid"),
-        (["profile", "replay", "--event-log", "{tmp}/absent.jsonl"], "event_log_invalid"),
+        (["eventlog", "--manifest", "{tmp}/absent.json"], "measured_boot_invalid"),
         (["collateral", "--state", "{state}", "--status", "nolevel=Revoked"],
          "collateral_invalid"),
         (["collateral", "--state", "{state}", "--status", "uptodate=Fine"],
          "collateral_invalid"),
     ],
-    ids=["no-state", "no-profile", "init-twice", "no-event-log", "no-level", "bad-status"],
+    ids=["no-state", "no-profile", "init-twice", "no-manifest", "no-level", "bad-status"],
 )  # fmt: skip
 def test_refusals_print_the_reason_and_exit_1(
     state_dir: Path,
