@@ -14,6 +14,10 @@ a real configfs directory does:
   modes) holding what the kernel would show, so a test can look at the tree with plain
   ``os`` calls. The mirror is output only; writing to it has no effect.
 
+The TD's firmware event log, when given, is a plain file of the mirror,
+``root/.tdxsim-ccel`` (mode 0400, see :mod:`tdxsim.tsm.device`): a client reads the CCEL
+with ordinary file I/O, as it reads sysfs, so the fake does not model it further.
+
 Faults: :meth:`DirFake.fail` makes one operation on one path fail with an errno, once or N
 times (before the kernel logic runs), and ``fake.faults`` (the model's
 :class:`~tdxsim.tsm.faults.FaultPlan`) arms provider faults: GetQuote errors, a racing
@@ -33,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tdxsim.tsm.configfs import REPORT_GROUP, AttrFile, ConfigfsView
+from tdxsim.tsm.device import EVENT_LOG_FILE, EVENT_LOG_MODE
 from tdxsim.tsm.errors import TsmError
 from tdxsim.tsm.faults import FaultPlan
 from tdxsim.tsm.model import AttrKind, TsmModel
@@ -49,17 +54,32 @@ class _CallFault:
 
 
 class DirFake:
-    """The tsm directory at ``root`` (use it where /sys/kernel/config/tsm would be)."""
+    """The tsm directory at ``root`` (use it where /sys/kernel/config/tsm would be), and
+    ``event_log`` (the padded CCEL, see :mod:`tdxsim.tsm.device`) at ``event_log_path``."""
 
-    def __init__(self, root: str | os.PathLike[str], model: TsmModel) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        model: TsmModel,
+        *,
+        event_log: bytes | None = None,
+    ) -> None:
         self.root = Path(root).absolute()
         self.model = model
+        self.event_log = event_log
         self.view = ConfigfsView(model)
         self._lock = threading.Lock()
         self._call_faults: list[_CallFault] = []
         self.calls: list[tuple[str, str]] = []
         self._mirrored: dict[Path, bytes] = {}
         self._sync()
+        if event_log is not None:
+            _write_file(self.event_log_path, event_log, EVENT_LOG_MODE)
+
+    @property
+    def event_log_path(self) -> Path:
+        """Where the event log is (absent when the fake has none). Raises nothing."""
+        return self.root / EVENT_LOG_FILE
 
     @property
     def faults(self) -> FaultPlan:

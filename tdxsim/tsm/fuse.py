@@ -2,13 +2,15 @@
 
 ``tdxsim mount --state DIR [--profile FILE] MOUNTPOINT`` serves ``MOUNTPOINT/report/``
 as the kernel's configfs-tsm report group with the tdx_guest provider (see
-:mod:`tdxsim.tsm.model` for the ABI), backed by the simulator's quotes. It runs in the
-foreground, multithreaded, until SIGTERM or SIGINT, then unmounts.
+:mod:`tdxsim.tsm.model` for the ABI), backed by the simulator's quotes, and the firmware
+event log of the profile's boot as ``MOUNTPOINT/.tdxsim-ccel`` (see
+:mod:`tdxsim.tsm.device`). It runs in the foreground, multithreaded, until SIGTERM or
+SIGINT, then unmounts.
 
 Faults are armed with ``--fault SPEC`` flags at start, or at run time by writing spec
 lines (see :mod:`tdxsim.tsm.faults`) to the control file ``MOUNTPOINT/.tdxsim-faults``;
-reading that file shows what is pending. The control file is not listed by readdir, so
-``ls -a MOUNTPOINT`` shows only ``report`` as on a real guest.
+reading that file shows what is pending. Neither the control file nor the event log is
+listed by readdir, so ``ls -a MOUNTPOINT`` shows only ``report`` as on a real guest.
 
 Binary writes are committed when the file is flushed (at close(2)): FUSE sends the
 release message after close(2) has returned, while configfs commits before it returns.
@@ -24,15 +26,15 @@ import os
 import stat
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mfusepy
 
 from tdxsim.tsm.configfs import AttrFile, ConfigfsView
+from tdxsim.tsm.device import EVENT_LOG_FILE, EVENT_LOG_MODE, simulated_td
 from tdxsim.tsm.errors import TsmError
 from tdxsim.tsm.faults import FaultPlan, FaultSpecError
-from tdxsim.tsm.model import KernelAbi, QuoteFn, TsmModel
+from tdxsim.tsm.model import KernelAbi, TsmModel
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -69,15 +71,37 @@ class _ControlFile:
         return None
 
 
+class _EventLogFile:
+    """An open handle of the event log: read-only bytes fixed at mount time."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def read(self, size: int, offset: int) -> bytes:
+        return self._data[offset : offset + size]
+
+    def write(self, data: bytes, offset: int) -> int:
+        del data, offset
+        raise TsmError(errno.EBADF, "the event log is open read-only")
+
+    def commit(self) -> None:
+        return None
+
+    def release(self) -> None:
+        return None
+
+
 class TsmFuseOperations(mfusepy.Operations):  # type: ignore[misc]
-    """mfusepy operations serving a :class:`ConfigfsView` plus the fault control file."""
+    """mfusepy operations serving a :class:`ConfigfsView`, the fault control file and
+    (when the TD has one) the firmware event log."""
 
     use_ns = True
 
-    def __init__(self, view: ConfigfsView) -> None:
+    def __init__(self, view: ConfigfsView, event_log: bytes | None = None) -> None:
         self.view = view
         self.faults = view.model.faults
-        self._handles: dict[int, AttrFile | _ControlFile] = {}
+        self.event_log = event_log
+        self._handles: dict[int, AttrFile | _ControlFile | _EventLogFile] = {}
         self._next_fh = itertools.count(1)
         self._lock = threading.Lock()
         self._mounted_ns = time.time_ns()
@@ -101,13 +125,15 @@ class TsmFuseOperations(mfusepy.Operations):  # type: ignore[misc]
         del fh
         if path == "/" + CONTROL_FILE:
             return self._stat(stat.S_IFREG | 0o600, 0)
+        if path == "/" + EVENT_LOG_FILE and self.event_log is not None:
+            return self._stat(stat.S_IFREG | EVENT_LOG_MODE, len(self.event_log))
         node = self.view.lookup(_parts(path))
         if node.is_dir:
             return self._stat(stat.S_IFDIR | node.mode, 0, nlink=2)
         return self._stat(stat.S_IFREG | node.mode, node.size)
 
     def readdir(self, path: str, fh: int) -> list[str]:
-        """Directory listing (the control file is deliberately absent)."""
+        """Directory listing (the control file and the event log are deliberately absent)."""
         del fh
         return [".", "..", *self.view.listdir(_parts(path))]
 
@@ -154,10 +180,15 @@ class TsmFuseOperations(mfusepy.Operations):  # type: ignore[misc]
 
     # -- files ------------------------------------------------------------------------------
     def open(self, path: str, flags: int) -> int:
-        """open(2) of an attribute or the control file; raises TsmError (EACCES, EISDIR)."""
-        handle: AttrFile | _ControlFile
+        """open(2) of an attribute, the control file or the event log; raises TsmError
+        (EACCES, EISDIR, ENOENT)."""
+        handle: AttrFile | _ControlFile | _EventLogFile
         if path == "/" + CONTROL_FILE:
             handle = _ControlFile(self.faults)
+        elif path == "/" + EVENT_LOG_FILE and self.event_log is not None:
+            if flags & os.O_ACCMODE != os.O_RDONLY:
+                raise TsmError(errno.EACCES, "the event log is read-only")
+            handle = _EventLogFile(self.event_log)
         else:
             handle = self.view.open(_parts(path), flags)
         with self._lock:
@@ -191,7 +222,7 @@ class TsmFuseOperations(mfusepy.Operations):  # type: ignore[misc]
         return 0
 
     # -- helpers ----------------------------------------------------------------------------
-    def _handle(self, fh: int) -> AttrFile | _ControlFile:
+    def _handle(self, fh: int) -> AttrFile | _ControlFile | _EventLogFile:
         with self._lock:
             handle = self._handles.get(fh)
         if handle is None:
@@ -215,12 +246,15 @@ def _parts(path: str) -> list[str]:
     return [part for part in path.split("/") if part]
 
 
-def serve(model: TsmModel, mountpoint: str, *, debug: bool = False) -> None:
-    """Mount ``model`` at ``mountpoint`` and serve until SIGTERM/SIGINT, then unmount.
+def serve(
+    model: TsmModel, mountpoint: str, *, event_log: bytes | None = None, debug: bool = False
+) -> None:
+    """Mount ``model`` (and ``event_log``, when given) at ``mountpoint`` and serve until
+    SIGTERM/SIGINT, then unmount.
 
     Raises RuntimeError when libfuse cannot mount (no /dev/fuse, mountpoint busy, ...).
     """
-    operations = TsmFuseOperations(ConfigfsView(model))
+    operations = TsmFuseOperations(ConfigfsView(model), event_log)
     try:
         mfusepy.FUSE(
             operations,
@@ -256,13 +290,21 @@ def add_mount_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help="serve a simulated /sys/kernel/config/tsm at MOUNTPOINT (FUSE, foreground)",
         description=(
             "Mount a configfs-tsm look-alike: MOUNTPOINT/report/ behaves like "
-            "/sys/kernel/config/tsm/report/ on a TDX guest. Runs until SIGTERM/SIGINT. "
+            "/sys/kernel/config/tsm/report/ on a TDX guest, and MOUNTPOINT/"
+            f"{EVENT_LOG_FILE} holds the firmware event log (CCEL) of the profile's boot. "
+            "Runs until SIGTERM/SIGINT. "
             f"Faults: --fault SPEC, or write SPEC lines to MOUNTPOINT/{CONTROL_FILE}."
         ),
     )
     parser.add_argument("--state", required=True, help="simulator state directory")
     parser.add_argument(
         "--profile", help="measurement profile: a JSON file or a built-in name (default: default)"
+    )
+    parser.add_argument(
+        "--manifest",
+        metavar="FILE",
+        help="boot as this measurement manifest says (MRTD, RTMRs, event log), instead of "
+        "the profile's boot",
     )
     parser.add_argument(
         "--abi",
@@ -287,41 +329,23 @@ def add_mount_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser.set_defaults(func=run)
 
 
-def build_quote_fn(
-    state_dir: str, profile_path: str | None, *, version: int = 4, debug: bool = False
-) -> QuoteFn:
-    """A quote function over the simulator state and a profile (a file or a built-in name).
-
-    Raises StateError/ProfileError (what SimState.load and Profile.load raise).
-    """
-    from tdxsim.profile import Profile
-    from tdxsim.state import SimState
-
-    state = SimState.load(state_dir)
-    profile = None
-    if profile_path is not None:
-        path = Path(profile_path)
-        is_file = path.exists() or "/" in profile_path or profile_path.endswith(".json")
-        profile = Profile.load(path) if is_file else Profile.builtin(profile_path)
-
-    def quote(report_data: bytes) -> bytes:
-        return bytes(state.make_quote(report_data, profile, version=version, debug=debug))
-
-    return quote
-
-
 def run(args: argparse.Namespace) -> int:
-    """Handler of ``tdxsim mount``; returns the exit status. Raises on a bad state dir."""
+    """Handler of ``tdxsim mount``; returns the exit status. Raises on a bad state dir,
+    profile or manifest."""
+    from tdxsim.measured_boot import from_manifest
+    from tdxsim.profile import Profile
+
     faults = FaultPlan()
     for spec in args.fault:
         faults.apply(spec)
-    quote_fn = build_quote_fn(
-        args.state, args.profile, version=args.quote_version, debug=args.debug_td
-    )
-    model = TsmModel(quote_fn, abi=KernelAbi(args.abi), faults=faults)
+    profile = Profile.find(args.profile)
+    if args.manifest is not None:
+        profile = profile.with_boot(from_manifest(args.manifest))
+    td = simulated_td(args.state, profile, version=args.quote_version, debug=args.debug_td)
+    model = TsmModel(td.quote_fn, abi=KernelAbi(args.abi), faults=faults)
     if not os.path.isdir(args.mountpoint):
         raise TsmError(errno.ENOTDIR, f"mountpoint {args.mountpoint} is not a directory")
-    serve(model, args.mountpoint, debug=args.fuse_debug)
+    serve(model, args.mountpoint, event_log=td.event_log, debug=args.fuse_debug)
     return 0
 
 

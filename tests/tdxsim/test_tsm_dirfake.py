@@ -9,7 +9,9 @@ from pathlib import Path
 import dcap_qvl
 import pytest
 
+from tdxsim.profile import Profile
 from tdxsim.state import SimState
+from tdxsim.tsm.device import EVENT_LOG_FILE
 from tdxsim.tsm.dirfake import DirFake
 from tdxsim.tsm.model import TsmModel
 
@@ -196,3 +198,17 @@ def test_errors_are_the_exception_classes_os_raises(fake: DirFake) -> None:
     assert type(failed.value) is OSError
     assert failed.value.errno == errno.EINVAL
     assert failed.value.strerror == os.strerror(errno.EINVAL)
+
+
+def test_the_event_log_is_a_plain_file_beside_report(
+    tmp_path: Path, shared_state: SimState
+) -> None:
+    log = Profile.default().event_log()
+    fake = DirFake(tmp_path / "tsm", TsmModel(shared_state.make_quote), event_log=log)
+    plain = DirFake(tmp_path / "plain", TsmModel(shared_state.make_quote))
+
+    assert fake.event_log_path == tmp_path / "tsm" / EVENT_LOG_FILE
+    assert fake.event_log_path.read_bytes() == log
+    assert fake.event_log_path.stat().st_mode & 0o777 == 0o400
+    assert fake.listdir(fake.root) == ["report"]  # the configfs side does not show it
+    assert not plain.event_log_path.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import stat
@@ -17,6 +18,7 @@ import pytest
 
 from tdxsim.profile import Profile
 from tdxsim.state import SimState
+from tdxsim.tsm.device import EVENT_LOG_FILE
 from tests.support.tsm_mount import CONTROL_FILE, arm_fault, is_mounted, mounted_tsm
 from tests.tdxsim.conftest import FIXED_NOW_SECS
 
@@ -87,8 +89,9 @@ def test_shell_tools_get_a_quote_that_verifies(mnt: Path, shared_state: SimState
 
 
 def test_tree_looks_like_configfs(mnt: Path) -> None:
-    assert sorted(os.listdir(mnt)) == ["report"]  # the control file is not listed
+    assert sorted(os.listdir(mnt)) == ["report"]  # the control file and log are not listed
     assert (mnt / CONTROL_FILE).is_file()
+    assert (mnt / EVENT_LOG_FILE).is_file()
     os.mkdir(mnt / "report" / "t")
     entry = mnt / "report" / "t"
     assert sorted(os.listdir(entry)) == ["generation", "inblob", "outblob", "provider"]
@@ -97,6 +100,22 @@ def test_tree_looks_like_configfs(mnt: Path) -> None:
     sizes = {name: os.stat(entry / name).st_size for name in os.listdir(entry)}
     assert sizes == {"generation": 4096, "provider": 4096, "inblob": 0, "outblob": 0}
     assert stat.S_ISDIR(os.stat(entry).st_mode)
+
+
+def test_the_event_log_is_the_ccel_of_the_profiles_boot(mnt: Path) -> None:
+    log = mnt / EVENT_LOG_FILE
+    expected = Profile.default().event_log()
+    assert expected is not None
+    (mnt.parent / "expected.ccel").write_bytes(expected)
+
+    assert log.read_bytes() == expected
+    assert log.stat().st_size == len(expected) == 64 * 1024
+    assert stat.S_IMODE(log.stat().st_mode) == 0o400
+    result = sh(f"dd if={EVENT_LOG_FILE} bs=1000 status=none | cmp - ../expected.ccel", mnt)
+    assert result.returncode == 0, result.stderr
+    with pytest.raises(PermissionError):
+        open(log, "r+b")  # noqa: SIM115 - the open itself must fail
+    assert sorted(os.listdir(mnt)) == ["report"]
 
 
 def test_kernel_errors_reach_python_and_the_shell(mnt: Path) -> None:
@@ -236,9 +255,33 @@ def test_cli_flags_arm_faults_and_sigterm_unmounts(shared_state: SimState, tmp_p
         assert report.rt_mr1.hex() == Profile.builtin("other").rtmr1
         assert report.rt_mr1.hex() != Profile.default().rtmr1
         assert report.td_attributes[0] & 0x01  # DEBUG
+        assert (mountpoint / EVENT_LOG_FILE).read_bytes() == Profile.builtin("other").event_log()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         assert not is_mounted(mountpoint)
+
+
+def test_raw_registers_have_no_event_log_and_a_manifest_brings_one(
+    shared_state: SimState, tmp_path: Path
+) -> None:
+    from agent.tsm import OsFileOps, TsmQuoteProvider
+
+    other = Profile.builtin("other")
+    raw = tmp_path / "raw.json"
+    Profile.default().with_rtmr(1, "ab" * 48).save(raw)
+    manifest = tmp_path / "manifest.json"
+    assert other.boot is not None
+    manifest.write_text(json.dumps(other.boot.manifest.to_json()))
+
+    with mounted_tsm(shared_state.path, tmp_path / "raw", "--profile", str(raw)):
+        assert not (tmp_path / "raw" / EVENT_LOG_FILE).exists()
+        assert (tmp_path / "raw" / "report").is_dir()
+    with mounted_tsm(shared_state.path, tmp_path / "m", "--manifest", str(manifest)):
+        assert (tmp_path / "m" / EVENT_LOG_FILE).read_bytes() == other.event_log()
+        client = TsmQuoteProvider(tmp_path / "m" / "report", OsFileOps())
+        quote = dcap_qvl.parse_quote(client.get_quote(REPORT_DATA)).report
+        assert quote.rt_mr1.hex() == other.rtmr1
+        assert quote.mr_td.hex() == other.mrtd
 
 
 def test_mount_refuses_a_missing_state(tmp_path: Path) -> None:
