@@ -60,7 +60,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     state_dir = root / "sim"
     SimState.init(state_dir, seed=5)
     other_profile = root / "other-profile.json"
-    Profile.default().with_rtmr(1, "ab" * 48).save(other_profile)
+    Profile.builtin("other").save(other_profile)  # another kernel: RTMR1 differs
     passphrase = new_passphrase()
     image = root / "luks.img"
     make_luks_image(image, passphrase)

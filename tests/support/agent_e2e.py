@@ -70,8 +70,10 @@ def write_agent_config(
     device_timeout: float = 5,
     extra_boot: str = "",
     kem: str | None = None,
+    event_log: Path | None = None,
 ) -> Path:
-    """An agent.conf for tests: --test-passphrase cryptsetup, recorded failure actions."""
+    """An agent.conf for tests: --test-passphrase cryptsetup, recorded failure actions;
+    ``event_log`` is where the agent reads the firmware event log (CCEL)."""
     lines = ["[server]", f"url = {url}"]
     if url.startswith("http://"):
         lines.append("allow_http = true")
@@ -88,6 +90,8 @@ def write_agent_config(
             lines.append(f"{action}_command = /bin/sh -c 'echo {action} >> {actions_log}'")
     if extra_boot:
         lines.append(extra_boot)
+    if event_log is not None:
+        lines += ["[eventlog]", f"path = {event_log}"]
     for name, device in volumes:
         lines += [f"[volume {name}]", f"device = {device}"]
     path.write_text("\n".join(lines) + "\n")
