@@ -1,12 +1,15 @@
 """The whole story on one machine: a simulated TDX VM unlocks a LUKS2 disk end to end.
 
 Run by ``make demo``. Uses nothing but this project's commands, exactly as an operator
-and an image builder would: ``tdxsim`` (the simulated platform and its configfs-tsm FUSE
-device), ``tdx-attest-server`` (the verifier on SQLite, trusting the simulator's root),
-``cryptsetup`` and ``tdx-boot-agent``. Device-mapper may be absent, so the unlock is
-proven with ``cryptsetup open --test-passphrase``. A second VM booted with another
-image's measurements is refused, and the console shows why. Everything lives in a
-temporary directory that is removed on exit.
+and an image builder would: ``tdxsim`` (the simulated platform, its measured boot and its
+configfs-tsm FUSE device with the firmware event log), ``tdx-attest-server`` (the
+verifier on SQLite, trusting the simulator's root), ``cryptsetup`` and
+``tdx-boot-agent``. The image is approved before any VM boots, from the measurement
+manifest ``image measure`` computes from the kernel, initrd and command line the VM
+boots: no golden quote. Device-mapper may be absent, so the unlock is proven with
+``cryptsetup open --test-passphrase``. A second VM booted with another kernel is refused,
+and its console line names the kernel. Everything lives in a temporary directory that is
+removed on exit.
 """
 
 from __future__ import annotations
@@ -107,13 +110,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def agent_config(path: Path, url: str, tsm_root: Path, disk: Path, on_failure: str) -> Path:
+def agent_config(path: Path, url: str, device: Path, disk: Path, on_failure: str) -> Path:
     path.write_text(
         "[server]\n"
         f"url = {url}\n"
         "allow_http = true                 ; loopback demo only: production uses https\n"
         "[tsm]\n"
-        f"root = {tsm_root}\n"
+        f"root = {device / 'report'}\n"
+        "[eventlog]\n"
+        "; the simulated device's stand-in for /sys/firmware/acpi/tables/data/CCEL\n"
+        f"path = {device / '.tdxsim-ccel'}\n"
         "[boot]\n"
         "deadline = 60\n"
         f"on_failure = {on_failure}\n"
@@ -148,17 +154,6 @@ def story(work: Path, background: Background) -> int:
     step("A simulated TDX platform: Intel-style PKI, collateral and quoting")
     run([TDXSIM, "init", str(state)])
 
-    step("The golden VM: its configfs-tsm (a FUSE device standing in for /sys/kernel/config/tsm)")
-    golden_tsm = work / "tsm-golden"
-    golden_tsm.mkdir()
-    background.start([TDXSIM, "mount", "--state", str(state), str(golden_tsm)], work / "m1.log")
-    wait_for((golden_tsm / "report").is_dir, "the FUSE mount")
-
-    step("Inside the golden VM, the agent shows the measurements a verifier will see")
-    golden_quote = work / "golden.quote"
-    run([AGENT, "quote", "--tsm-root", str(golden_tsm / "report"), "--out", str(golden_quote),
-         "--kmsg", "/nonexistent"])  # fmt: skip
-
     step("The verifier: SQLite, a master key, the simulator's trust root and collateral")
     env = {
         **os.environ,
@@ -172,7 +167,21 @@ def story(work: Path, background: Background) -> int:
     run([SERVER, "migrate"], env=env)
     run([SERVER, "collateral", "import", str(state / "collateral.json")], env=env)
 
-    step("The image builder makes a LUKS2 disk; its passphrase goes to the verifier, sealed")
+    step("The image build: a kernel, an initrd and a command line (the golden VM's)")
+    image = work / "image"
+    run([TDXSIM, "profile", "inputs", "default", "--out-dir", str(image)])
+    kernel = image / "vmlinuz-6.1.0-18-amd64"
+    initrd = image / "initrd.img-6.1.0-18-amd64"
+    platform_file = image / "platform-qemu-tdvf.json"
+
+    step("The host type's platform profile (firmware, QEMU, VM shape), stored once")
+    run([SERVER, "platform", "add", "qemu-tdvf", "--from-file", str(platform_file)], env=env)
+
+    step("The image builder measures the image and registers it: no golden VM, no quote")
+    manifest = work / "manifest.json"
+    run([SERVER, "image", "measure", "--kernel", str(kernel), "--initrd", str(initrd),
+         "--cmdline-file", str(image / "cmdline"), "--memory", "2G", "--platform", "qemu-tdvf",
+         "--out", str(manifest)], env=env)  # fmt: skip
     passphrase = work / "passphrase"
     passphrase.write_bytes(secrets.token_urlsafe(32).encode())
     passphrase.chmod(0o600)
@@ -181,9 +190,9 @@ def story(work: Path, background: Background) -> int:
         handle.truncate(32 * 1024 * 1024)
     run(["cryptsetup", "luksFormat", "--type", "luks2", "--batch-mode", "--pbkdf", "pbkdf2",
          "--pbkdf-force-iterations", "1000", "--key-file", str(passphrase), str(disk)])  # fmt: skip
-    run([SERVER, "image", "add", "golden", "--from-quote", str(golden_quote),
+    run([SERVER, "image", "add", "golden", "--from-measurements", str(manifest),
          "--passphrase-file", str(passphrase)], env=env, quiet=True)  # fmt: skip
-    print("      image 'golden' registered with the golden quote's MRTD and RTMR0-3")
+    print("      image 'golden' registered from the manifest: MRTD, RTMR0-3, reference events")
     passphrase.unlink()
     print("      the passphrase file is deleted: the key now exists only sealed in the verifier")
 
@@ -196,13 +205,26 @@ def story(work: Path, background: Background) -> int:
     wait_for(lambda: healthy(url), "the verifier")
     print(f"      listening on {url}")
 
+    step("The golden VM boots that image: its configfs-tsm and firmware event log (FUSE)")
+    golden_tsm = work / "tsm-golden"
+    golden_tsm.mkdir()
+    background.start(
+        [TDXSIM, "mount", "--state", str(state), "--profile", "default", str(golden_tsm)],
+        work / "m1.log",
+    )
+    wait_for((golden_tsm / "report").is_dir, "the FUSE mount")
+
+    step("Inside the golden VM, the agent shows what the firmware measured")
+    run([AGENT, "eventlog", "--event-log", str(golden_tsm / ".tdxsim-ccel"), "--tsm-root",
+         str(golden_tsm / "report"), "--kmsg", "/nonexistent"])  # fmt: skip
+
     cmdline = work / "cmdline"
     cmdline.write_text("BOOT_IMAGE=/vmlinuz root=/dev/mapper/root quiet\n")
     kmsg = work / "kmsg"
     kmsg.touch()
 
-    step("Boot of the golden VM: the agent attests and unlocks the disk")
-    conf = agent_config(work / "agent.conf", url, golden_tsm / "report", disk, "prompt")
+    step("Boot of the golden VM: the agent attests (quote and event log) and unlocks the disk")
+    conf = agent_config(work / "agent.conf", url, golden_tsm, disk, "prompt")
     boot = run([AGENT, "boot", "--config", str(conf), "--cmdline", str(cmdline),
                 "--kmsg", str(kmsg)], check=False)  # fmt: skip
     unlocked = boot.returncode == 0
@@ -232,26 +254,26 @@ def story(work: Path, background: Background) -> int:
     piped = keyscript.returncode == 0 and opened.returncode == 0
     print(f"      cryptsetup: {'the key opens a key slot' if piped else 'FAILED'}")
 
-    step("Another VM boots another image (RTMR1 differs: a different kernel)")
-    other_profile = work / "other-profile.json"
-    other_profile.write_text(run([TDXSIM, "profile", "show", "other"], quiet=True).stdout)
+    step("Another VM boots another kernel (built-in profile 'other')")
     other_tsm = work / "tsm-other"
     other_tsm.mkdir()
     background.start(
-        [TDXSIM, "mount", "--state", str(state), "--profile", str(other_profile), str(other_tsm)],
+        [TDXSIM, "mount", "--state", str(state), "--profile", "other", str(other_tsm)],
         work / "m2.log",
     )
     wait_for((other_tsm / "report").is_dir, "the second FUSE mount")
-    other_conf = agent_config(work / "other.conf", url, other_tsm / "report", disk, "poweroff")
+    other_conf = agent_config(work / "other.conf", url, other_tsm, disk, "poweroff")
     refused = run([AGENT, "boot", "--config", str(other_conf), "--cmdline", str(cmdline),
                    "--kmsg", str(kmsg)], check=False)  # fmt: skip
     print(f"      exit status {refused.returncode} (5: the verifier refused)")
 
     step("Result")
-    ok = unlocked and piped and refused.returncode == 5
+    # The refusal names the event that differs: the kernel, as a boot application.
+    named = refused.returncode == 5 and "boot application kernel (kernel)" in refused.stderr
+    ok = unlocked and piped and named
     print(f"      golden VM unlocked its disk:      {'yes' if unlocked else 'NO'}")
     print(f"      keyscript key opened the disk:   {'yes' if piped else 'NO'}")
-    print(f"      other image refused, with reason: {'yes' if refused.returncode == 5 else 'NO'}")
+    print(f"      other kernel refused, and named:  {'yes' if named else 'NO'}")
     print("      kernel log lines (/dev/kmsg in a real VM):")
     for line in kmsg.read_text().splitlines():
         print(f"        {line}")

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 DEMO = Path(__file__).resolve().parents[2] / "scripts" / "demo.py"
 
 
-def test_demo_unlocks_the_golden_vm_and_refuses_the_other() -> None:
+def test_demo_unlocks_the_golden_vm_and_refuses_the_other_naming_the_kernel() -> None:
     result = subprocess.run(
         [sys.executable, str(DEMO)], capture_output=True, text=True, timeout=300, check=False
     )
@@ -22,8 +22,18 @@ def test_demo_unlocks_the_golden_vm_and_refuses_the_other() -> None:
     assert result.returncode == 0, out + result.stderr
     assert "DEMO PASSED" in out
     assert 'tdx-boot-attest: OK unlocked volume="root"' in out
-    assert "tdx-boot-attest: FAILED reason=measurement_mismatch" in out
-    assert "rtmr1" in out
+    # The image is approved from its measurement manifest alone, never from a quote.
+    assert "image add golden --from-measurements" in out
+    assert "--from-quote" not in out
+    # The refused VM's console line names the component that differs: the kernel.
+    refusals = [line for line in out.splitlines() if "tdx-boot-attest: FAILED" in line]
+    assert refusals, out
+    assert all("reason=measurement_mismatch" in line for line in refusals)
+    assert all(
+        "rtmr1 differs from image golden: boot application kernel (kernel)" in line
+        and "everything else equal" in line
+        for line in refusals
+    ), refusals
     assert "(demo) the VM would power off now" in out
     workdir = re.search(r"\(cleaned up (\S+)\)", out)
     assert workdir is not None
