@@ -1,9 +1,9 @@
 """The event log in boot attestation: replayed against the quote, kept, and explaining refusals.
 
-Over real HTTP against the in-process verifier, on SQLite and PostgreSQL. The logs are a
-real TDVF direct-boot log with test components measured into RTMR1/RTMR2
-(tests/support/eventlogs.py), so a changed kernel, initrd or command line changes exactly
-the events real firmware would change.
+Over real HTTP against the in-process verifier, on SQLite and PostgreSQL. The logs are the
+simulator's measured boots of test components on the real TDVF direct-boot log's
+platform (tests/support/eventlogs.py), so a changed kernel, initrd or command line
+changes exactly the events real firmware would change.
 """
 
 from __future__ import annotations
@@ -136,8 +136,8 @@ def test_a_log_with_one_altered_digest_is_refused(srv: SimServer) -> None:
 @pytest.mark.parametrize(
     ("changed", "register", "event", "component"),
     [
-        (Components(kernel=b"vmlinuz 6.1.0-other"), "rtmr1", "boot application kernel", "kernel"),
-        (Components(initrd=b"initrd rebuilt"), "rtmr2", '"Linux initrd"', "initrd"),
+        (Components(kernel="vmlinuz 6.1.0-other"), "rtmr1", "boot application kernel", "kernel"),
+        (Components(initrd="initrd rebuilt"), "rtmr2", '"Linux initrd"', "initrd"),
         (
             Components(cmdline="console=ttyS0 root=/dev/mapper/root ro debug"),
             "rtmr2",
@@ -168,7 +168,7 @@ def test_a_drifted_component_is_named_in_the_refusal(
 
 
 def test_two_components_changed_are_both_named(srv: SimServer) -> None:
-    changed = Components(kernel=b"other kernel", initrd=b"other initrd")
+    changed = Components(kernel="other kernel", initrd="other initrd")
     body = refused(boot_with(srv, changed), 403, "measurement_mismatch")
     message = str(body["message"])
     assert message.startswith("rtmr1, rtmr2 differ from image web-2026-01: ")
@@ -177,7 +177,7 @@ def test_two_components_changed_are_both_named(srv: SimServer) -> None:
 
 
 def test_without_a_log_the_refusal_names_registers_only(srv: SimServer) -> None:
-    events = direct_boot_events(Components(initrd=b"initrd rebuilt"))
+    events = direct_boot_events(Components(initrd="initrd rebuilt"))
     response, _, _ = srv.boot(profile_for(events))
     body = refused(response, 403, "measurement_mismatch")
     assert body["message"] == "rtmr2 differs from every approved image (closest: web-2026-01)"

@@ -283,7 +283,7 @@ def test_runtime_refusal_explained_by_the_event_log_shows_in_the_status(
         return fleet.signed("POST", ATTEST, alice, {"quote": quote, "event_log": log})
 
     assert attest(golden).status_code == 200  # type: ignore[attr-defined]
-    drifted = attest(Components(initrd=b"initrd rebuilt"))
+    drifted = attest(Components(initrd="initrd rebuilt"))
     body = decoded(drifted)  # type: ignore[arg-type]
     assert body["reason"] == "measurement_mismatch"
     assert body["message"].startswith('rtmr2 differs from image evented: "Linux initrd" (initrd) ')
@@ -297,7 +297,7 @@ def test_runtime_refusal_explained_by_the_event_log_shows_in_the_status(
     with session_scope(fleet.ctx.sessions) as session:
         row = session.get(RuntimeAttestation, last["attestation_id"])
         assert row is not None and row.event_log == direct_boot_log(
-            Components(initrd=b"initrd rebuilt")
+            Components(initrd="initrd rebuilt")
         )
     other_log = base64.b64encode((EVENT_LOGS / "gce-cos113.ccel").read_bytes()[:18101]).decode()
     nonce = fleet.signed("GET", NONCE, alice).json()["nonce"]
