@@ -54,3 +54,20 @@ def test_a_required_log_that_cannot_be_read_stops_the_boot(tmp_path: Path) -> No
     assert caught.value.reason == LocalReason.EVENT_LOG_UNAVAILABLE
     assert caught.value.exit_code == 3
     assert "required = true" in caught.value.message
+
+
+def test_the_simulated_devices_log_is_read_and_sent_without_its_padding(tmp_path: Path) -> None:
+    from tdxsim.profile import Profile
+    from tdxsim.tsm.dirfake import DirFake
+    from tdxsim.tsm.model import TsmModel
+    from tests.agent.conftest import synthetic_quote
+
+    profile = Profile.builtin("other")
+    fake = DirFake(tmp_path / "tsm", TsmModel(synthetic_quote), event_log=profile.event_log())
+
+    read = event_log_to_send(fake.event_log_path, required=True)
+
+    assert read.problem is None
+    assert read.data == profile.event_log(padded=False)
+    replayed = parse_event_log(read.data or b"").replay()
+    assert [value.hex() for value in replayed] == list(profile.rtmrs)
