@@ -119,13 +119,16 @@ def make_luks_disk(path: Path, *, passphrase: bytes, marker: str, uuid: str) -> 
 
 
 def write_agent_config(path: Path, *, url: str, uuid: str, on_failure: str = "poweroff") -> Path:
-    """agent.conf for the guest: plain http to the host, the simulator's tsm, one volume."""
+    """agent.conf for the guest: plain http to the host, the simulator's tsm and event
+    log, one volume."""
     path.write_text(
         "[server]\n"
         f"url = {url}\n"
         "allow_http = true\n"
         "[tsm]\n"
         "root = /run/tdxsim/report\n"
+        "[eventlog]\n"
+        "path = /run/tdxsim/.tdxsim-ccel\n"
         "[boot]\n"
         "deadline = 120\n"
         f"on_failure = {on_failure}\n"

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -58,6 +59,14 @@ class BootResult:
                 return float(match.group(1))
         return None
 
+    def kernel_record(self, needle: str) -> str | None:
+        """The text of the first kernel record with ``needle`` (see kernel_time), without
+        its timestamp; None when no record has it."""
+        for match in _KERNEL_RECORD.finditer(self.console):
+            if needle in match.group(2):
+                return match.group(2)
+        return None
+
 
 def qemu_command(
     *,
@@ -68,8 +77,10 @@ def qemu_command(
     accel: str,
     disk: Path | None = None,
     network: bool = True,
+    fw_cfg: Sequence[tuple[str, Path]] = (),
 ) -> list[str]:
-    """The QEMU argv: no display, serial console to a file, virtio disk and NIC."""
+    """The QEMU argv: no display, serial console to a file, virtio disk and NIC, and
+    ``fw_cfg`` files (name, host file) the guest reads under /sys/firmware/qemu_fw_cfg."""
     argv = [
         QEMU,
         "-accel", accel,
@@ -89,6 +100,8 @@ def qemu_command(
     if network:
         # User networking: the guest reaches the host's 127.0.0.1 as 10.0.2.2.
         argv += ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]
+    for name, path in fw_cfg:
+        argv += ["-fw_cfg", f"name={name},file={path}"]
     if disk is not None:
         # snapshot=on: every boot sees the pristine disk; writes stay in QEMU.
         argv += [
@@ -152,10 +165,17 @@ def boot(
     append: str,
     console: Path,
     timeout: float,
+    fw_cfg: Sequence[tuple[str, Path]] = (),
 ) -> BootResult:
     """Boot once; see BootResult. Raises nothing for guest failures (the result says)."""
     accel = choose_accel(kernel, console.parent)
     argv = qemu_command(
-        kernel=kernel, initrd=initrd, append=append, console=console, accel=accel, disk=disk
+        kernel=kernel,
+        initrd=initrd,
+        append=append,
+        console=console,
+        accel=accel,
+        disk=disk,
+        fw_cfg=fw_cfg,
     )
     return run_qemu(argv, console, timeout, accel)

@@ -1,4 +1,4 @@
-"""The same two boots with a dracut-built, systemd-based initrd and our dracut module.
+"""The golden and the drifted boot with a dracut-built, systemd-based initrd and our module.
 
 dracut-core and dracut-network install beside initramfs-tools on Debian, so the real
 dracut builds the image (from a private copy of its module tree, so the host's own
@@ -9,12 +9,13 @@ device appears once the agent has opened it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.vm import images
-from tests.vm.conftest import VmWorld
+from tests.vm.conftest import VmWorld, console_refusal
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -28,14 +29,20 @@ BASE_CMDLINE = (
 )
 
 
+IMAGE = "dracut-golden"
+
+
 @pytest.fixture(scope="module")
-def dracut_image(vm_world: VmWorld) -> Path:
+def dracut_image(vm_world: VmWorld) -> Iterator[Path]:
+    """The image, approved from its manifest for BASE_CMDLINE (retired afterwards)."""
     work = vm_world.root / "dracut"
     work.mkdir()
     basedir = images.dracut_basedir(work / "base", vm_world.venv.parents[1], simulator=True)
     image = work / "initrd-dracut-test.img"
     images.dracut(basedir, image, vm_world.kernel, vm_world.build_env(), simulator=True)
-    return image
+    vm_world.approve(IMAGE, image, BASE_CMDLINE)
+    yield image
+    vm_world.retire(IMAGE)
 
 
 def test_module_puts_agent_unit_and_network_into_the_image(dracut_image: Path) -> None:
@@ -80,12 +87,16 @@ def test_product_image_size_with_and_without_the_module(vm_world: VmWorld) -> No
 
 
 def test_golden_measurements_unlock_the_root_disk(vm_world: VmWorld, dracut_image: Path) -> None:
-    result = vm_world.boot(dracut_image, BASE_CMDLINE, "default", "dracut-golden")
+    result = vm_world.boot(dracut_image, BASE_CMDLINE, "dracut-golden")
 
     assert not result.timed_out, result.describe()
     assert f"tdx-vm-test: marker={vm_world.marker}" in result.console, result.describe()
     assert "/dev/mapper/root /sysroot ext4" in result.console, result.describe()
     assert "FAILED reason=" not in result.console, result.describe()
+    assert "measured boot from fw_cfg" in result.console, result.describe()
+    attempt = vm_world.last_attempt()
+    assert (attempt.image, attempt.verdict) == (IMAGE, "accepted")
+    assert attempt.event_log_bytes, "the agent must have sent the firmware event log"
     unlocked = result.kernel_time("tdx-boot-attest: OK unlocked")
     marker = result.kernel_time("tdx-vm-test: marker=")
     assert unlocked is not None and marker is not None, result.describe()
@@ -101,14 +112,18 @@ def test_golden_measurements_unlock_the_root_disk(vm_world: VmWorld, dracut_imag
     }
 
 
-def test_other_measurements_stay_locked_and_power_off(
+def test_a_drifted_command_line_stays_locked_names_it_and_powers_off(
     vm_world: VmWorld, dracut_image: Path
 ) -> None:
-    result = vm_world.boot(dracut_image, BASE_CMDLINE, "other", "dracut-other")
+    result = vm_world.boot(dracut_image, BASE_CMDLINE + " init=/bin/sh", "dracut-drifted")
 
     assert not result.timed_out, result.describe()
     failed = result.kernel_time("tdx-boot-attest: FAILED reason=measurement_mismatch")
     assert failed is not None, result.describe()
     assert "tdx-vm-test: marker=" not in result.console, result.describe()
+    assert (
+        f'rtmr2 differs from image {IMAGE}: "LOADED_IMAGE::LoadOptions" (kernel command line)'
+        in console_refusal(result)
+    ), result.describe()
     powered_off = result.kernel_time("reboot: Power down")
     assert powered_off is not None and powered_off >= failed, result.describe()

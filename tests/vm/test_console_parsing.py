@@ -38,3 +38,17 @@ def test_a_needle_in_a_record_text_and_no_record_at_all() -> None:
     assert parsed.kernel_time("configfs-tsm ready") == 10.615547
     # Only user-space copies: no kernel time, rather than a wrong one.
     assert parsed.kernel_time("tdx-boot-attest: OK key released") is None
+
+
+def test_the_whole_kernel_record_is_returned_without_its_stamp() -> None:
+    console = (
+        'tdx-boot-attest: FAILED reason=measurement_mismatch message="rtmr2 di'
+        '[   30.100000] tdx-boot-attest: FAILED reason=measurement_mismatch message="rtmr2 '
+        'differs from image x: \\"Linux initrd\\" (initrd) 1…≠2…; everything else equal"\n'
+        "ffers\n"
+    )
+    record = result(console).kernel_record("FAILED reason=")
+    assert record is not None
+    assert record.startswith("tdx-boot-attest: FAILED reason=measurement_mismatch")
+    assert record.endswith('everything else equal"')
+    assert result(console).kernel_record("absent") is None

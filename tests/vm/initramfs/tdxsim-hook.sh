@@ -4,6 +4,8 @@
 # Inputs: TDX_BOOT_ATTEST_PREFIX (the staged agent venv, whose Python runs the
 # simulator), TDXSIM_TEST_LIB (a directory holding tdxsim/ and mfusepy.py) and
 # TDXSIM_TEST_STATE (the simulator state directory: its PKI signs the quotes).
+# TDX_VM_TEST_BUILD (optional) is written to /etc/tdx-vm-test-build: a rebuilt image
+# whose content differs from the first build.
 
 PREREQ="tdx-boot-attest"
 prereqs() {
@@ -55,4 +57,9 @@ while read -r file; do
 	copy_file state "$state/${file#./}" "/etc/tdxsim-state/${file#./}"
 	[ $? -le 1 ] || die "cannot copy $state/$file"
 done <"$list"
-manual_add_modules fuse
+if [ -n "${TDX_VM_TEST_BUILD:-}" ]; then
+	printf '%s\n' "$TDX_VM_TEST_BUILD" >"$DESTDIR/etc/tdx-vm-test-build" ||
+		die "cannot write the build stamp"
+fi
+# qemu_fw_cfg: the host hands the simulator the measured boot through QEMU's fw_cfg.
+manual_add_modules fuse qemu_fw_cfg

@@ -1,7 +1,10 @@
 #!/bin/sh
 # Test-only init-premount script: starts the simulated configfs-tsm at /run/tdxsim
-# (report/ below it) before local-top runs the agent. The profile comes from the
-# kernel command line: tdxsim.profile=NAME (a profile shipped with tdxsim).
+# (report/ below it, the firmware event log as /run/tdxsim/.tdxsim-ccel) before
+# local-top runs the agent. The host computes the measurements of what QEMU really
+# loaded (kernel, initrd, command line) and hands them over through fw_cfg as the
+# file opt/tdxsim/manifest, the way firmware learns what QEMU loaded; without it the
+# simulator boots tdxsim.profile=NAME from the command line (default: default).
 
 PREREQ=""
 prereqs() {
@@ -23,10 +26,19 @@ for arg in $cmdline; do
 done
 
 modprobe fuse
+modprobe qemu_fw_cfg
+manifest=/sys/firmware/qemu_fw_cfg/by_name/opt/tdxsim/manifest/raw
+if [ -r "$manifest" ]; then
+	set -- --manifest "$manifest"
+	what="the host's measured boot from fw_cfg"
+else
+	set --
+	what="profile $profile"
+fi
 mkdir -p /run/tdxsim
 PYTHONPATH=/usr/lib/tdxsim-test /opt/tdx-boot-attest/bin/python -m tdxsim.cli mount \
 	--state /etc/tdxsim-state \
-	--profile "/usr/lib/tdxsim-test/tdxsim/profiles/$profile.json" \
+	--profile "/usr/lib/tdxsim-test/tdxsim/profiles/$profile.json" "$@" \
 	/run/tdxsim >/dev/kmsg 2>&1 &
 
 pid=$!
@@ -37,7 +49,7 @@ while [ ! -d /run/tdxsim/report ] && kill -0 "$pid" 2>/dev/null && [ "$i" -lt 24
 	i=$((i + 1))
 done
 if [ -d /run/tdxsim/report ]; then
-	echo "tdx-vm-test: simulated configfs-tsm ready (profile $profile)" >/dev/kmsg
+	echo "tdx-vm-test: simulated configfs-tsm ready ($what)" >/dev/kmsg
 else
 	echo "tdx-vm-test: simulated configfs-tsm did not start" >/dev/kmsg
 fi

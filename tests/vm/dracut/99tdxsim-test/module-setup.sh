@@ -15,7 +15,8 @@ depends() {
 }
 
 installkernel() {
-    instmods fuse
+    # qemu_fw_cfg: the host hands the simulator the measured boot through QEMU's fw_cfg.
+    instmods fuse qemu_fw_cfg
 }
 
 install() {

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Starts the simulated configfs-tsm at /run/tdxsim (profile from tdxsim.profile=NAME)
-# and returns once report/ exists; the FUSE server stays in the unit's cgroup.
+# Starts the simulated configfs-tsm at /run/tdxsim and returns once report/ exists; the
+# FUSE server stays in the unit's cgroup. The measured boot comes from the host through
+# fw_cfg (opt/tdxsim/manifest), else from tdxsim.profile=NAME (default: default).
 profile=default
 read -r cmdline </proc/cmdline
 for arg in $cmdline; do
@@ -8,10 +9,20 @@ for arg in $cmdline; do
 	tdxsim.profile=*) profile="${arg#tdxsim.profile=}" ;;
 	esac
 done
+modprobe qemu_fw_cfg
+manifest=/sys/firmware/qemu_fw_cfg/by_name/opt/tdxsim/manifest/raw
+if [ -r "$manifest" ]; then
+	set -- --manifest "$manifest"
+	what="the host's measured boot from fw_cfg"
+else
+	set --
+	what="profile $profile"
+fi
 mkdir -p /run/tdxsim
 PYTHONPATH=/usr/lib/tdxsim-test /opt/tdx-boot-attest/bin/python -m tdxsim.cli mount \
 	--state /etc/tdxsim-state \
-	--profile "/usr/lib/tdxsim-test/tdxsim/profiles/$profile.json" /run/tdxsim >/dev/kmsg 2>&1 &
+	--profile "/usr/lib/tdxsim-test/tdxsim/profiles/$profile.json" "$@" \
+	/run/tdxsim >/dev/kmsg 2>&1 &
 pid=$!
 i=0
 # Stop waiting as soon as the simulator exits (its error is on the console).
@@ -20,4 +31,4 @@ while [ ! -d /run/tdxsim/report ] && kill -0 "$pid" 2>/dev/null && [ "$i" -lt 24
 	i=$((i + 1))
 done
 [ -d /run/tdxsim/report ] || exit 1
-echo "tdx-vm-test: simulated configfs-tsm ready (profile $profile)" >/dev/kmsg
+echo "tdx-vm-test: simulated configfs-tsm ready ($what)" >/dev/kmsg
