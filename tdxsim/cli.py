@@ -225,8 +225,16 @@ def cmd_profile_new(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_component(component: Component, data: bytes, folder: Path) -> Path:
-    path = folder / component.name
+def _write_component(
+    component: Component, data: bytes, folder: Path, fallback: str, taken: set[str]
+) -> Path:
+    """Write ``data`` in ``folder`` under the component's name, unless that name could
+    leave the folder or is taken, then under ``fallback``."""
+    name = component.name
+    if not name or "/" in name or name.startswith(".") or name in taken:
+        name = fallback
+    taken.add(name)
+    path = folder / name
     path.write_bytes(data)
     return path
 
@@ -240,11 +248,16 @@ def cmd_profile_inputs(args: argparse.Namespace) -> int:
         raise ProfileError(f"profile {profile.name!r} names no boot components to write")
     folder = Path(args.out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    kernel = _write_component(spec.kernel, component_bytes(spec.kernel, "kernel"), folder)
+    taken = {"cmdline"}
+    kernel = _write_component(
+        spec.kernel, component_bytes(spec.kernel, "kernel"), folder, "vmlinuz", taken
+    )
     initrd = (
         None
         if spec.initrd is None
-        else _write_component(spec.initrd, component_bytes(spec.initrd, "initrd"), folder)
+        else _write_component(
+            spec.initrd, component_bytes(spec.initrd, "initrd"), folder, "initrd.img", taken
+        )
     )
     cmdline = folder / "cmdline"
     cmdline.write_text(spec.cmdline + "\n", encoding="utf-8")

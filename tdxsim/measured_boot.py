@@ -29,7 +29,7 @@ confidential-containers/trustee) with the simulator's own MRTD (:data:`SIMULATED
 in place of the quote's, which that log did not come with; the RTMRs given to the
 capture are the log's own replay. tests/tdxsim/test_measured_boot.py checks that the
 shipped file is exactly what that capture gives. Being captured at 2 GiB, it serves
-memory sizes from 16 MiB to 2.75 GiB (the ACPI tables it keeps hold for those).
+memory sizes below 2.75 GiB (the ACPI tables it keeps hold for those).
 
 File reading is the only I/O here, with size limits; everything else is pure.
 """

@@ -181,6 +181,25 @@ def test_profile_inputs_measure_to_the_same_registers(
     assert manifest.mrtd.hex() == Profile.builtin("other").mrtd
 
 
+def test_profile_inputs_never_write_outside_the_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = tmp_path / "odd.json"
+    odd = Profile.default().with_components(
+        kernel=Component.synthetic("../escaped"), initrd=Component.synthetic("../escaped")
+    )
+    odd.save(profile)
+    folder = tmp_path / "inputs"
+
+    assert main(["profile", "inputs", str(profile), "--out-dir", str(folder)]) == 0
+
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "cmdline", "initrd.img", "platform-qemu-tdvf.json", "vmlinuz",
+    ]  # fmt: skip
+    assert not (tmp_path / "escaped").exists()
+    assert (folder / "vmlinuz").read_bytes() == synthetic_kernel("../escaped")
+
+
 def test_eventlog_lists_writes_and_prints_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
