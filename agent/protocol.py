@@ -79,6 +79,10 @@ class Reason(enum.StrEnum):
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
     NO_RECENT_BOOT_ATTESTATION = "no_recent_boot_attestation"
+    MRSEAM_REJECTED = "mrseam_rejected"
+    XFAM_REJECTED = "xfam_rejected"
+    TD_ATTRIBUTES_REJECTED = "td_attributes_rejected"
+    TEE_TCB_SVN_TOO_LOW = "tee_tcb_svn_too_low"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -35,6 +35,7 @@ from server.event_evidence import (
 )
 from server.key_release import HpkePublicKey, load_public_key, seal_for_agent
 from server.nonces import BOOT_SCOPE
+from server.platform_policy import check_platform_policy
 from server.policy import ApprovedImage, ImageRecord, match_image
 from server.quote import TdQuote, parse_td_quote
 
@@ -129,6 +130,7 @@ def _run_steps(
     attempt.dcap = _step6_verify_dcap(ctx, quote, collateral, now)
     _step7_check_tcb_status(attempt.dcap, ctx.settings.allowed_tcb_statuses)
     _step8_refuse_debug(quote)
+    check_platform_policy(quote, ctx.platform_policy)
     if attempt.event_log is not None:
         check_replay(attempt.event_log, quote)
     events = attempt.event_log.log.events if attempt.event_log is not None else None
@@ -367,7 +369,8 @@ def decode_quote(text: str) -> bytes:
 
 
 def verify_quote_platform(ctx: ServerContext, quote: TdQuote, now: datetime) -> DcapVerdict:
-    """DCAP-verify ``quote``, then check its TCB status and refuse a debug TD.
+    """DCAP-verify ``quote``, then check its TCB status, refuse a debug TD and apply the
+    platform policy (MRSEAM, XFAM, TD attributes, minimum TEE_TCB_SVN).
 
     Raises AttestationRefused / RequestInvalid / CollateralUnavailable as the boot path does.
     """
@@ -375,4 +378,5 @@ def verify_quote_platform(ctx: ServerContext, quote: TdQuote, now: datetime) -> 
     verdict = _step6_verify_dcap(ctx, quote, collateral, now)
     _step7_check_tcb_status(verdict, ctx.settings.allowed_tcb_statuses)
     _step8_refuse_debug(quote)
+    check_platform_policy(quote, ctx.platform_policy)
     return verdict

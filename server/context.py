@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from server.collateral_cache import CollateralCache
 from server.db.engine import make_engine, make_sessionmaker
 from server.errors import ConfigurationError
 from server.metrics import Metrics
+from server.platform_policy import PlatformPolicy
 from server.sealing import MasterKey, load_master_key
 from server.settings import Settings
 
@@ -33,6 +34,7 @@ class ServerContext:
     collateral: CollateralCache
     metrics: Metrics
     boot_store: BootStore
+    platform_policy: PlatformPolicy = field(default_factory=PlatformPolicy)
     last_nonce_purge: datetime | None = None
 
     @classmethod
@@ -64,6 +66,7 @@ class ServerContext:
             ),
             metrics=Metrics(),
             boot_store=BootStore(engine),
+            platform_policy=settings.platform_policy(),
         )
 
 

@@ -33,6 +33,9 @@ class TdQuote:
     mrowner: str
     td_attributes: bytes
     report_data: bytes
+    mrseam: str
+    xfam: bytes
+    tee_tcb_svn: bytes
 
     @property
     def debug(self) -> bool:
@@ -80,12 +83,16 @@ def parse_td_quote(raw: bytes) -> TdQuote:
             report.mr_owner,
             report.td_attributes,
             report.report_data,
+            report.mr_seam,
+            report.xfam,
+            report.tee_tcb_svn,
         )
     except (ValueError, AttributeError) as exc:
         raise RequestInvalid(
             f"quote cannot be parsed: {_first_line(exc)}", Reason.QUOTE_MALFORMED
         ) from None
-    mrtd, r0, r1, r2, r3, mrconfigid, mrowner, attributes, report_data = fields
+    mrtd, r0, r1, r2, r3, mrconfigid, mrowner, attributes, report_data = fields[:9]
+    mrseam, xfam, tee_tcb_svn = fields[9:]
     return TdQuote(
         raw=raw,
         version=version,
@@ -97,6 +104,9 @@ def parse_td_quote(raw: bytes) -> TdQuote:
         mrowner=mrowner.hex(),
         td_attributes=bytes(attributes),
         report_data=bytes(report_data),
+        mrseam=mrseam.hex(),
+        xfam=bytes(xfam),
+        tee_tcb_svn=bytes(tee_tcb_svn),
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import ConfigurationError
+from server.platform_policy import PlatformPolicy
 
 ENV_PREFIX = "TDX_ATTEST_"
 CONFIG_ENV = "TDX_ATTEST_CONFIG"
@@ -51,6 +52,13 @@ class Settings:
     # Refuse boot attestations that come without the firmware's event log (older agents
     # send none, so this is off unless every image's agent sends one).
     require_event_log: bool = False
+    # Platform policy (server/platform_policy.py): each pin is not checked while unset.
+    allowed_mrseams: tuple[str, ...] = ()
+    xfam_value: str = ""
+    xfam_mask: str = ""
+    td_attributes_value: str = ""
+    td_attributes_mask: str = ""
+    minimum_tee_tcb_svn: str = ""
     # Fleet side: miner authentication, server registry, runtime attestation (docs/fleet.md).
     auth_window_seconds: int = 600
     registration_requires_boot_attestation: bool = True
@@ -77,6 +85,18 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive")
+        self.platform_policy()
+
+    def platform_policy(self) -> PlatformPolicy:
+        """The parsed platform pins. Raises ConfigurationError naming a bad setting."""
+        return PlatformPolicy.parse(
+            allowed_mrseams=self.allowed_mrseams,
+            xfam_value=self.xfam_value,
+            xfam_mask=self.xfam_mask,
+            td_attributes_value=self.td_attributes_value,
+            td_attributes_mask=self.td_attributes_mask,
+            minimum_tee_tcb_svn=self.minimum_tee_tcb_svn,
+        )
 
     @classmethod
     def load(
