@@ -1,14 +1,15 @@
 """Miner authentication for runtime attestation: Chutes hotkey signatures or a bearer token.
 
 A hotkey signature covers ``"{hotkey}:{timestamp}:{X}"`` where X is the SHA-256 hex of
-the request body, or the purpose string ``tee`` for a request without a body. The
-hotkey file is a Bittensor-style JSON keyfile (``secretSeed`` and ``ss58Address``).
+the request body, or the purpose string ``tee`` for a request without a body (the Chutes
+form); the agent signs the stronger form that also covers ``":{METHOD}:{path}"`` and says
+so with ``X-Attest-Signature-Scope: request`` (agent.protocol.request_signing_message).
+The hotkey file is a Bittensor-style JSON keyfile (``secretSeed`` and ``ss58Address``).
 sr25519 comes from py-sr25519-bindings (the ``runtime`` extra), imported only here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -17,9 +18,17 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from agent.errors import AgentError, LocalReason
-from agent.protocol import HOTKEY_HEADER, NONCE_HEADER, SIGNATURE_HEADER
+from agent.protocol import (
+    HOTKEY_HEADER,
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    SIGNATURE_PURPOSE,
+    SIGNATURE_SCOPE_HEADER,
+    SignatureScope,
+    request_signing_message,
+)
 
-PURPOSE: Final = "tee"
+PURPOSE: Final = SIGNATURE_PURPOSE
 
 
 class HotkeyError(AgentError):
@@ -34,14 +43,17 @@ class HotkeyError(AgentError):
 class RequestSigner(Protocol):
     """Produces the authentication headers for one request."""
 
-    def headers(self, body: bytes) -> dict[str, str]:
-        """Headers authenticating a request whose raw body is ``body`` (b"" for none)."""
+    def headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        """Headers authenticating ``method path`` whose raw body is ``body`` (b"" for none)."""
 
 
-def signing_message(hotkey: str, timestamp: str, body: bytes) -> bytes:
-    """The exact bytes a miner signs for a request with ``body``. Raises nothing."""
-    subject = hashlib.sha256(body).hexdigest() if body else PURPOSE
-    return f"{hotkey}:{timestamp}:{subject}".encode()
+def signing_message(
+    hotkey: str, timestamp: str, body: bytes, method: str = "", path: str = ""
+) -> bytes:
+    """The exact bytes a miner signs: the Chutes form without ``method``, else the form
+    that also covers the method and path. Raises nothing."""
+    scope = SignatureScope.REQUEST if method else SignatureScope.BODY
+    return request_signing_message(hotkey, timestamp, body, scope=scope, method=method, path=path)
 
 
 @dataclass
@@ -86,14 +98,20 @@ class HotkeySigner:
             raise HotkeyError(f"'publicKey' in {path} does not belong to its 'secretSeed'")
         return cls(address, bytes(public), bytes(secret), clock)
 
-    def headers(self, body: bytes) -> dict[str, str]:
-        """X-Chutes-Hotkey / -Nonce (unix seconds) / -Signature for ``body``. Raises nothing."""
+    def headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        """X-Chutes-Hotkey / -Nonce (unix seconds) / -Signature over the body, method and
+        path, with X-Attest-Signature-Scope: request. Raises nothing."""
         import sr25519
 
         timestamp = str(int(self.clock()))
-        message = signing_message(self.hotkey, timestamp, body)
+        message = signing_message(self.hotkey, timestamp, body, method, path)
         signature = bytes(sr25519.sign((self.public_key, self.secret_key), message)).hex()
-        return {HOTKEY_HEADER: self.hotkey, NONCE_HEADER: timestamp, SIGNATURE_HEADER: signature}
+        return {
+            HOTKEY_HEADER: self.hotkey,
+            NONCE_HEADER: timestamp,
+            SIGNATURE_HEADER: signature,
+            SIGNATURE_SCOPE_HEADER: SignatureScope.REQUEST.value,
+        }
 
 
 @dataclass
@@ -102,6 +120,6 @@ class BearerSigner:
 
     token: str = field(repr=False)
 
-    def headers(self, body: bytes) -> dict[str, str]:
+    def headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
         """The Authorization header. Raises nothing."""
         return {"Authorization": f"Bearer {self.token}"}

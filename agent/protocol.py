@@ -9,6 +9,8 @@ Everything here is bytes <-> values with no I/O, so both sides agree to the byte
   ``mlkem768-x25519``: the hybrid ML-KEM-768 + X25519 KEM, same KDF and AEAD.
 * sealed key = ``Suite.encrypt(passphrase, public_key, info)`` (``enc || ciphertext``),
   with ``info = b"tdx-boot-attest v1 key-release" || nonce``.
+* miner request signatures: :func:`request_signing_message` (the Chutes form, or the
+  form that also covers the method and path).
 * binary values travel as standard base64 (with padding).
 """
 
@@ -33,6 +35,10 @@ KEY_RELEASE_INFO_PREFIX: Final = b"tdx-boot-attest v1 key-release"
 NONCE_HEADER: Final = "X-Chutes-Nonce"
 HOTKEY_HEADER: Final = "X-Chutes-Hotkey"
 SIGNATURE_HEADER: Final = "X-Chutes-Signature"
+# Optional: "request" asks the verifier to check a signature that also covers the method
+# and path (request_signing_message); absent or "body" is the Chutes form.
+SIGNATURE_SCOPE_HEADER: Final = "X-Attest-Signature-Scope"
+SIGNATURE_PURPOSE: Final = "tee"
 
 NONCE_PATH: Final = "/servers/nonce"
 BOOT_ATTESTATION_PATH: Final = "/servers/boot/attestation"
@@ -182,6 +188,36 @@ def check_report_data(quoted: bytes, nonce: bytes, public_key: bytes) -> ReportD
         nonce_matches=hmac.compare_digest(quoted[:NONCE_BYTES], nonce),
         public_key_matches=hmac.compare_digest(quoted[NONCE_BYTES:], public_key_digest(public_key)),
     )
+
+
+class SignatureScope(enum.StrEnum):
+    """What a miner's request signature covers (the SIGNATURE_SCOPE_HEADER value)."""
+
+    BODY = "body"  # the Chutes form: hotkey, timestamp and body
+    REQUEST = "request"  # also the method and the path
+
+
+def request_signing_message(
+    hotkey: str,
+    timestamp: str,
+    body: bytes,
+    *,
+    scope: SignatureScope = SignatureScope.BODY,
+    method: str = "",
+    path: str = "",
+) -> bytes:
+    """The exact bytes a miner signs for a request.
+
+    ``body`` scope (Chutes): ``"{hotkey}:{timestamp}:{X}"``, X the SHA-256 hex of the body,
+    or ``tee`` for a request without one. ``request`` scope appends ``":{METHOD}:{path}"``
+    (the method upper-case; the path as sent, with ``?query`` when there is one), so a
+    signature for one request cannot be replayed as another. Raises nothing.
+    """
+    subject = hashlib.sha256(body).hexdigest() if body else SIGNATURE_PURPOSE
+    message = f"{hotkey}:{timestamp}:{subject}"
+    if scope is SignatureScope.REQUEST:
+        message += f":{method.upper()}:{path}"
+    return message.encode()
 
 
 def key_release_info(nonce: bytes) -> bytes:

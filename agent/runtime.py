@@ -2,7 +2,8 @@
 
 GET /servers/{id}/nonce, then POST /servers/{id}/attestation with ``{"quote"}`` (and
 ``"event_log"`` when the firmware's log is available) where the quote's REPORTDATA is
-nonce (32 bytes) || 32 zero bytes; both requests signed by the miner (agent.auth).
+nonce (32 bytes) || 32 zero bytes; both requests signed by the miner (agent.auth), the
+signatures covering the method and path as well as the body.
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ def attest_runtime(
     deadline = Deadline.after(deadline_seconds, client.clock)
 
     def attempt() -> dict[str, Any]:
-        nonce = client.get_nonce(deadline, nonce_path, headers=signer.headers(b""))
+        nonce_headers = signer.headers("GET", nonce_path, b"")
+        nonce = client.get_nonce(deadline, nonce_path, headers=nonce_headers)
         quote = client.quotes.get_quote(nonce + _PADDING)
         fields = client.with_event_log({"quote": protocol.b64encode(quote)})
         body = json.dumps(fields).encode()
-        return client.request(
-            "POST", attestation_path, deadline, body=body, headers=signer.headers(body)
-        )
+        headers = signer.headers("POST", attestation_path, body)
+        return client.request("POST", attestation_path, deadline, body=body, headers=headers)
 
     return retry_until(deadline, attempt, sleep=client.sleep, on_retry=client.on_retry)

@@ -61,6 +61,9 @@ class Settings:
     minimum_tee_tcb_svn: str = ""
     # Fleet side: miner authentication, server registry, runtime attestation (docs/fleet.md).
     auth_window_seconds: int = 600
+    # Refuse hotkey signatures in the Chutes form (hotkey, timestamp, body): require the
+    # form that also covers the method and path (X-Attest-Signature-Scope: request).
+    auth_require_request_scope: bool = False
     registration_requires_boot_attestation: bool = True
     registration_boot_window_seconds: int = 3600
     runtime_attestation_stale_seconds: int = 3600

@@ -9,7 +9,13 @@ The pieces are kept apart so each can be tested alone:
 * :mod:`server.auth.authenticator` — the policy: window, registry, replay, token lookup.
 """
 
-from server.auth.authenticator import AuthenticatedMiner, Authenticator, MinerLookup, ReplayGuard
+from server.auth.authenticator import (
+    AuthenticatedMiner,
+    Authenticator,
+    MinerLookup,
+    ReplayGuard,
+    RequestTarget,
+)
 from server.auth.credentials import BearerCredentials, HotkeyCredentials, parse_credentials
 from server.auth.errors import AuthenticationError
 
@@ -21,5 +27,6 @@ __all__ = [
     "HotkeyCredentials",
     "MinerLookup",
     "ReplayGuard",
+    "RequestTarget",
     "parse_credentials",
 ]

@@ -1,9 +1,11 @@
 """Authentication policy: which credentials let a request in, as which miner.
 
-A signed request gets in when, in this order: its timestamp is inside the window, its
-hotkey is an SS58 sr25519 address, the signature verifies over the request, the hotkey
-is a registered miner, and the signature has not been used before. A bearer request
-gets in when the SHA-256 digest of its token belongs to a registered miner.
+A signed request gets in when, in this order: its signature scope is one the policy
+accepts (``body``, the Chutes form, unless request-scope signatures are required), its
+timestamp is inside the window, its hotkey is an SS58 sr25519 address, the signature
+verifies over the request, the hotkey is a registered miner, and the signature has not
+been used before. A bearer request gets in when the SHA-256 digest of its token belongs
+to a registered miner.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from agent.protocol import NONCE_HEADER
+from agent.protocol import NONCE_HEADER, SIGNATURE_SCOPE_HEADER, SignatureScope
 from server.auth.credentials import BearerCredentials, HotkeyCredentials
 from server.auth.errors import AuthenticationError
 from server.auth.hotkey import hotkey_public_key
@@ -22,6 +24,14 @@ from server.auth.signing import parse_signature, signature_is_valid, signing_mes
 from server.auth.tokens import digests_match, token_digest
 
 DEFAULT_TIMESTAMP_WINDOW = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTarget:
+    """The method and path (with ``?query`` when there is one) of the request, as received."""
+
+    method: str
+    path: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,31 +71,60 @@ class Authenticator:
         replays: ReplayGuard,
         clock: Callable[[], datetime],
         window: timedelta = DEFAULT_TIMESTAMP_WINDOW,
+        *,
+        require_request_scope: bool = False,
     ) -> None:
         self._miners = miners
         self._replays = replays
         self._clock = clock
         self._window = window
+        self._require_request_scope = require_request_scope
 
     def authenticate(
-        self, credentials: HotkeyCredentials | BearerCredentials, body: bytes
+        self,
+        credentials: HotkeyCredentials | BearerCredentials,
+        body: bytes,
+        target: RequestTarget | None = None,
     ) -> AuthenticatedMiner:
-        """Return the miner the credentials prove; raises AuthenticationError otherwise."""
+        """Return the miner the credentials prove; raises AuthenticationError otherwise.
+
+        ``target`` is what a request-scope signature covers besides the body (a request
+        without one cannot be authenticated by such a signature).
+        """
         if isinstance(credentials, BearerCredentials):
             return self._authenticate_token(credentials)
-        return self._authenticate_signature(credentials, body)
+        return self._authenticate_signature(credentials, body, target)
 
     def _authenticate_signature(
-        self, credentials: HotkeyCredentials, body: bytes
+        self, credentials: HotkeyCredentials, body: bytes, target: RequestTarget | None
     ) -> AuthenticatedMiner:
+        scope = credentials.scope
+        if self._require_request_scope and scope is not SignatureScope.REQUEST:
+            raise AuthenticationError(
+                "this verifier requires signatures that also cover the method and path: "
+                f"send {SIGNATURE_SCOPE_HEADER}: request and sign "
+                '"{hotkey}:{nonce}:{body digest or tee}:{METHOD}:{path}"'
+            )
+        if scope is SignatureScope.REQUEST and target is None:
+            raise AuthenticationError(
+                "a request-scope signature needs the request's method and path"
+            )
         now = self._clock()
         signed_at = self._check_timestamp(credentials.timestamp_seconds, now)
         public_key = hotkey_public_key(credentials.hotkey)
         signature = parse_signature(credentials.signature)
-        message = signing_message(credentials.hotkey, credentials.timestamp, body)
+        message = signing_message(
+            credentials.hotkey,
+            credentials.timestamp,
+            body,
+            scope=scope,
+            method=target.method if target is not None else "",
+            path=target.path if target is not None else "",
+        )
         if not signature_is_valid(public_key, message, signature):
+            covered = "body" if scope is SignatureScope.BODY else "body, method and path"
             raise AuthenticationError(
-                "X-Chutes-Signature does not verify for this hotkey, timestamp and body"
+                f"X-Chutes-Signature does not verify for this hotkey, timestamp and {covered}"
             )
         if not self._miners.is_registered(credentials.hotkey):
             raise AuthenticationError("X-Chutes-Hotkey is not a registered miner")

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from agent.protocol import HOTKEY_HEADER, NONCE_HEADER, SIGNATURE_HEADER
+from agent.protocol import (
+    HOTKEY_HEADER,
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    SIGNATURE_SCOPE_HEADER,
+    SignatureScope,
+)
 from server.auth.errors import AuthenticationError
 
 AUTHORIZATION_HEADER: Final = "Authorization"
@@ -16,12 +22,14 @@ _MAX_TIMESTAMP_DIGITS: Final = 12
 
 @dataclass(frozen=True, slots=True)
 class HotkeyCredentials:
-    """An sr25519-signed request: hotkey address, unix-seconds timestamp, hex signature."""
+    """An sr25519-signed request: hotkey address, unix-seconds timestamp, hex signature,
+    and what the signature covers."""
 
     hotkey: str
     timestamp: str
     timestamp_seconds: int
     signature: str
+    scope: SignatureScope = SignatureScope.BODY
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +51,14 @@ def parse_credentials(
     timestamp: str | None,
     signature: str | None,
     authorization: str | None,
+    scope: str | None = None,
 ) -> HotkeyCredentials | BearerCredentials:
     """Pick the credential kind the headers carry and check its shape.
 
+    ``scope`` is the SIGNATURE_SCOPE_HEADER value (absent: the Chutes ``body`` scope).
     Raises AuthenticationError naming the missing or malformed part: no credentials,
-    a partial hotkey triple, both kinds at once, a non-numeric timestamp, or an
-    Authorization header that is not ``Bearer <token>``.
+    a partial hotkey triple, both kinds at once, a non-numeric timestamp, an unknown
+    signature scope, or an Authorization header that is not ``Bearer <token>``.
     """
     signed_parts = {
         HOTKEY_HEADER: _present(hotkey),
@@ -79,7 +89,19 @@ def parse_credentials(
         timestamp=text,
         timestamp_seconds=int(text),
         signature=(signature or "").strip(),
+        scope=_parse_scope(scope),
     )
+
+
+def _parse_scope(header: str | None) -> SignatureScope:
+    text = (header or "").strip().lower()
+    if not text:
+        return SignatureScope.BODY
+    try:
+        return SignatureScope(text)
+    except ValueError:
+        choices = " or ".join(s.value for s in SignatureScope)
+        raise AuthenticationError(f"{SIGNATURE_SCOPE_HEADER} must be {choices}") from None
 
 
 def _parse_bearer(header: str) -> BearerCredentials:

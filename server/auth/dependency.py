@@ -11,8 +11,8 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from agent.protocol import HOTKEY_HEADER, NONCE_HEADER, SIGNATURE_HEADER
-from server.auth.authenticator import AuthenticatedMiner, Authenticator
+from agent.protocol import HOTKEY_HEADER, NONCE_HEADER, SIGNATURE_HEADER, SIGNATURE_SCOPE_HEADER
+from server.auth.authenticator import AuthenticatedMiner, Authenticator, RequestTarget
 from server.auth.credentials import AUTHORIZATION_HEADER, parse_credentials
 from server.context import ServerContext
 from server.db.engine import session_scope
@@ -35,9 +35,24 @@ def replay_guard(request: Request) -> DatabaseReplayGuard:
     return guard
 
 
+def request_target(request: Request) -> RequestTarget:
+    """The method and path (with ``?query``) a request-scope signature covers.
+
+    The path is the one on the request line, still percent-encoded, as the client sent it.
+    Raises nothing.
+    """
+    raw = request.scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else request.url.path
+    query = request.scope.get("query_string") or b""
+    if query:
+        path += "?" + query.decode("latin-1")
+    return RequestTarget(method=request.method, path=path)
+
+
 def current_miner(
     *,
     ctx: Annotated[ServerContext, Depends(get_context)],
+    target: Annotated[RequestTarget, Depends(request_target)],
     body: Annotated[bytes, Depends(raw_body)],
     replays: Annotated[DatabaseReplayGuard, Depends(replay_guard)],
     x_chutes_hotkey: Annotated[
@@ -47,7 +62,16 @@ def current_miner(
         str | None,
         Header(
             alias=SIGNATURE_HEADER,
-            description='Hex sr25519 signature of "{hotkey}:{nonce}:{sha256(body) or tee}"',
+            description='Hex sr25519 signature of "{hotkey}:{nonce}:{sha256(body) or tee}" '
+            '(with X-Attest-Signature-Scope: request, followed by ":{METHOD}:{path}")',
+        ),
+    ] = None,
+    x_attest_signature_scope: Annotated[
+        str | None,
+        Header(
+            alias=SIGNATURE_SCOPE_HEADER,
+            description="body (default, the Chutes form) or request: the signature also "
+            "covers the method and path",
         ),
     ] = None,
     x_chutes_nonce: Annotated[
@@ -60,7 +84,7 @@ def current_miner(
 ) -> AuthenticatedMiner:
     """The authenticated miner. Raises AuthenticationError (401) naming what is wrong."""
     credentials = parse_credentials(
-        x_chutes_hotkey, x_chutes_nonce, x_chutes_signature, authorization
+        x_chutes_hotkey, x_chutes_nonce, x_chutes_signature, authorization, x_attest_signature_scope
     )
     with session_scope(ctx.sessions) as session:
         authenticator = Authenticator(
@@ -68,5 +92,6 @@ def current_miner(
             replays,
             ctx.clock,
             window=timedelta(seconds=ctx.settings.auth_window_seconds),
+            require_request_scope=ctx.settings.auth_require_request_scope,
         )
-        return authenticator.authenticate(credentials, body)
+        return authenticator.authenticate(credentials, body, target)

@@ -1,26 +1,35 @@
 """What a miner signs, and the sr25519 check of that signature.
 
-The message is ``"{hotkey}:{nonce}:{X}"`` where X is the SHA-256 hex digest of the raw
-request body when the request has one, else the purpose string ``tee``.
+The message (defined once, in agent.protocol.request_signing_message) is
+``"{hotkey}:{nonce}:{X}"`` where X is the SHA-256 hex digest of the raw request body when
+the request has one, else the purpose string ``tee``; a request-scope signature appends
+``":{METHOD}:{path}"``.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Final
 
 import sr25519
 
+from agent.protocol import SIGNATURE_PURPOSE, SignatureScope, request_signing_message
 from server.auth.errors import AuthenticationError
 
-PURPOSE: Final = "tee"
+PURPOSE: Final = SIGNATURE_PURPOSE
 SR25519_SIGNATURE_BYTES: Final = 64
 
 
-def signing_message(hotkey: str, timestamp: str, body: bytes) -> bytes:
+def signing_message(
+    hotkey: str,
+    timestamp: str,
+    body: bytes,
+    *,
+    scope: SignatureScope = SignatureScope.BODY,
+    method: str = "",
+    path: str = "",
+) -> bytes:
     """The exact bytes signed for a request with ``body`` (empty for none). Raises nothing."""
-    subject = hashlib.sha256(body).hexdigest() if body else PURPOSE
-    return f"{hotkey}:{timestamp}:{subject}".encode()
+    return request_signing_message(hotkey, timestamp, body, scope=scope, method=method, path=path)
 
 
 def parse_signature(text: str) -> bytes:

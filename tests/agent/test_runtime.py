@@ -63,9 +63,13 @@ def server() -> Iterator[ScriptedServer]:
 
 
 def verify_signed(request: Request, miner: Miner) -> None:
+    """The request carries a request-scope signature of its method, path and body."""
     headers = request.headers
     assert headers[protocol.HOTKEY_HEADER] == miner.hotkey
-    message = signing_message(miner.hotkey, headers[protocol.NONCE_HEADER], request.body)
+    assert headers[protocol.SIGNATURE_SCOPE_HEADER] == "request"
+    message = signing_message(
+        miner.hotkey, headers[protocol.NONCE_HEADER], request.body, request.method, request.path
+    )
     signature = bytes.fromhex(headers[protocol.SIGNATURE_HEADER])
     assert sr25519.verify(signature, message, miner.public_key)
 
@@ -73,15 +77,20 @@ def verify_signed(request: Request, miner: Miner) -> None:
 def test_signatures_match_the_server_side_rule(hotkey_file: Path, miner: Miner) -> None:
     signer = HotkeySigner.from_file(hotkey_file, clock=lambda: 1_700_000_000.7)
     body = b'{"quote":"AAAA"}'
-    headers = signer.headers(body)
+    headers = signer.headers("POST", "/servers/node-1/attestation", body)
     assert headers[protocol.NONCE_HEADER] == "1700000000"
-    message = f"{miner.hotkey}:1700000000:{hashlib.sha256(body).hexdigest()}".encode()
+    assert headers[protocol.SIGNATURE_SCOPE_HEADER] == "request"
+    digest = hashlib.sha256(body).hexdigest()
+    message = f"{miner.hotkey}:1700000000:{digest}:POST:/servers/node-1/attestation".encode()
     assert sr25519.verify(
         bytes.fromhex(headers[protocol.SIGNATURE_HEADER]), message, miner.public_key
     )
-    bodyless = signer.headers(b"")
-    tee = f"{miner.hotkey}:1700000000:tee".encode()
+    bodyless = signer.headers("get", "/servers/node-1/nonce", b"")
+    tee = f"{miner.hotkey}:1700000000:tee:GET:/servers/node-1/nonce".encode()
     assert sr25519.verify(bytes.fromhex(bodyless[protocol.SIGNATURE_HEADER]), tee, miner.public_key)
+    # The Chutes form (no method): hotkey, timestamp and body only.
+    chutes = f"{miner.hotkey}:1700000000:{digest}".encode()
+    assert signing_message(miner.hotkey, "1700000000", body) == chutes
 
 
 @pytest.mark.parametrize(
@@ -111,7 +120,7 @@ def test_bad_hotkey_files_are_named_without_the_secret(
 
 
 def test_bearer_signer() -> None:
-    assert BearerSigner("tok").headers(b"x") == {"Authorization": "Bearer tok"}
+    assert BearerSigner("tok").headers("POST", "/x", b"x") == {"Authorization": "Bearer tok"}
 
 
 def test_runtime_paths_escape_the_id() -> None:

@@ -7,12 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.protocol import Reason
+from agent.protocol import Reason, SignatureScope
 from server.auth import (
     AuthenticationError,
     Authenticator,
     BearerCredentials,
     HotkeyCredentials,
+    RequestTarget,
     parse_credentials,
 )
 from server.auth.hotkey import hotkey_address, hotkey_public_key
@@ -315,3 +316,69 @@ def test_tokens_are_random_and_stored_as_sha256() -> None:
     assert first != second
     assert len(first) > 40
     assert token_digest(first) == hashlib.sha256(first.encode()).hexdigest()
+
+
+# --- signatures that also cover the method and path --------------------------------------------
+
+TARGET = RequestTarget("GET", "/servers/node-1")
+
+
+def scoped(miner: MinerKey, method: str, path: str, body: bytes = b"") -> HotkeyCredentials:
+    h = miner.headers(NOW_S, body, method, path)
+    creds = parse_credentials(
+        h["X-Chutes-Hotkey"],
+        h["X-Chutes-Nonce"],
+        h["X-Chutes-Signature"],
+        None,
+        h["X-Attest-Signature-Scope"],
+    )
+    assert isinstance(creds, HotkeyCredentials)
+    return creds
+
+
+def test_request_scope_signature_is_accepted_for_its_request(
+    auth: Authenticator, miner: MinerKey
+) -> None:
+    creds = scoped(miner, "GET", "/servers/node-1")
+    assert creds.scope is SignatureScope.REQUEST
+    assert auth.authenticate(creds, b"", TARGET).hotkey == miner.hotkey
+
+
+@pytest.mark.parametrize(
+    "target",
+    [RequestTarget("DELETE", "/servers/node-1"), RequestTarget("GET", "/servers/node-2")],
+)
+def test_request_scope_signature_does_not_verify_for_another_request(
+    auth: Authenticator, miner: MinerKey, target: RequestTarget
+) -> None:
+    with pytest.raises(AuthenticationError) as excinfo:
+        auth.authenticate(scoped(miner, "GET", "/servers/node-1"), b"", target)
+    assert "body, method and path" in refusal(excinfo)
+
+
+def test_a_chutes_signature_still_verifies_whatever_the_request(
+    auth: Authenticator, miner: MinerKey
+) -> None:
+    # The Chutes form covers hotkey, timestamp and body only: what the scope adds.
+    creds = signed(miner)
+    assert creds.scope is SignatureScope.BODY
+    assert auth.authenticate(creds, b"", RequestTarget("DELETE", "/x")).hotkey == miner.hotkey
+
+
+def test_the_stronger_form_can_be_required(
+    miners: MemoryMiners, replays: MemoryReplays, miner: MinerKey
+) -> None:
+    strict = Authenticator(miners, replays, clock=lambda: NOW, require_request_scope=True)
+    with pytest.raises(AuthenticationError) as excinfo:
+        strict.authenticate(signed(miner), b"", TARGET)
+    assert "X-Attest-Signature-Scope: request" in refusal(excinfo)
+    assert replays.seen == {}
+    assert strict.authenticate(scoped(miner, "GET", "/servers/node-1"), b"", TARGET)
+
+
+def test_unknown_signature_scope_is_refused() -> None:
+    with pytest.raises(AuthenticationError) as excinfo:
+        parse_credentials("5Abc", "1", "ab", None, "everything")
+    assert "X-Attest-Signature-Scope must be body or request" in refusal(excinfo)
+    creds = parse_credentials("5Abc", "1", "ab", None, " Request ")
+    assert isinstance(creds, HotkeyCredentials) and creds.scope is SignatureScope.REQUEST

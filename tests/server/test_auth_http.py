@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from server.app import create_app
 from server.db.engine import session_scope
 from server.db.fleet import UsedSignature
-from tests.support.fleet_env import HOST_IP, FleetEnv, decoded
+from tests.support.fleet_env import HOST_IP, FleetEnv, decoded, server_args
 from tests.support.fleet_fixtures import FleetFactory
 from tests.support.miner_keys import MinerKey, json_body
 
@@ -163,3 +163,42 @@ def test_every_fleet_endpoint_requires_authentication(fleet: FleetEnv) -> None:
         ("GET", "/servers/node-1/attestation/status"),
     ]:
         refused(client.request(method, path, json={} if method == "POST" else None), "missing")
+
+
+def test_an_intercepted_signed_get_cannot_become_a_delete(fleet: FleetEnv, alice: MinerKey) -> None:
+    fleet.boot()
+    assert fleet.register(alice, "node-1").status_code == 201
+    # Signed for GET /servers/node-1 and never sent: as a DELETE it does not verify.
+    headers = alice.headers(fleet.clock.unix, b"", "GET", "/servers/node-1")
+    refused(fleet.client().delete("/servers/node-1", headers=headers), "body, method and path")
+    assert fleet.client().get("/servers/node-1", headers=headers).status_code == 200
+    # The Chutes form does not cover the method: the reason the stronger form exists.
+    chutes = alice.headers(fleet.clock.unix)
+    assert fleet.client().delete("/servers/node-1", headers=chutes).status_code == 200
+
+
+def test_request_scope_covers_the_query_string(fleet: FleetEnv, alice: MinerKey) -> None:
+    headers = alice.headers(fleet.clock.unix, b"", "GET", "/servers/?a=1")
+    assert fleet.client().get("/servers/?a=1", headers=headers).status_code == 200
+    headers = alice.headers(fleet.clock.unix, b"", "GET", "/servers/")
+    refused(fleet.client().get("/servers/?a=1", headers=headers), "does not verify")
+
+
+def test_request_scope_covers_a_posted_body(fleet: FleetEnv, alice: MinerKey) -> None:
+    fleet.boot()
+    body = json_body(server_args("node-1"))
+    headers = {
+        **alice.headers(fleet.clock.unix, body, "POST", "/servers/"),
+        "Content-Type": "application/json",
+    }
+    assert fleet.client().post("/servers/", content=body, headers=headers).status_code == 201
+
+
+def test_the_stronger_form_can_be_required(make_fleet: FleetFactory) -> None:
+    env = make_fleet(auth_require_request_scope=True)
+    key = env.add_miner(MinerKey.from_seed(78))
+    refused(env.signed("GET", "/servers/", key), "X-Attest-Signature-Scope: request")
+    headers = key.headers(env.clock.unix, b"", "GET", "/servers/")
+    assert env.client().get("/servers/", headers=headers).status_code == 200
+    token = env.issue_token(key)
+    assert env.with_token("GET", "/servers/", token).status_code == 200

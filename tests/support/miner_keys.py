@@ -9,6 +9,7 @@ from typing import Any
 
 import sr25519
 
+from agent.protocol import SIGNATURE_SCOPE_HEADER, SignatureScope
 from server.auth.hotkey import hotkey_address
 from server.auth.signing import sign_message, signing_message
 
@@ -28,18 +29,30 @@ class MinerKey:
         public, secret = sr25519.pair_from_seed(raw)
         return cls(bytes(public), bytes(secret), hotkey_address(bytes(public)))
 
-    def sign(self, timestamp: int | str, body: bytes = b"") -> str:
-        """Hex signature of ``"{hotkey}:{timestamp}:{sha256(body) or 'tee'}"``."""
-        message = signing_message(self.hotkey, str(timestamp), body)
+    def sign(
+        self, timestamp: int | str, body: bytes = b"", method: str = "", path: str = ""
+    ) -> str:
+        """Hex signature of ``"{hotkey}:{timestamp}:{sha256(body) or 'tee'}"`` (the Chutes
+        form), followed by ``":{METHOD}:{path}"`` when ``method`` is given."""
+        scope = SignatureScope.REQUEST if method else SignatureScope.BODY
+        message = signing_message(
+            self.hotkey, str(timestamp), body, scope=scope, method=method, path=path
+        )
         return sign_message((self.public_key, self.secret_key), message)
 
-    def headers(self, timestamp: int | str, body: bytes = b"") -> dict[str, str]:
-        """The three X-Chutes-* headers for a request with ``body``."""
-        return {
+    def headers(
+        self, timestamp: int | str, body: bytes = b"", method: str = "", path: str = ""
+    ) -> dict[str, str]:
+        """The three X-Chutes-* headers for a request with ``body`` (with ``method``: a
+        request-scope signature and its X-Attest-Signature-Scope header)."""
+        headers = {
             "X-Chutes-Hotkey": self.hotkey,
             "X-Chutes-Nonce": str(timestamp),
-            "X-Chutes-Signature": self.sign(timestamp, body),
+            "X-Chutes-Signature": self.sign(timestamp, body, method, path),
         }
+        if method:
+            headers[SIGNATURE_SCOPE_HEADER] = SignatureScope.REQUEST.value
+        return headers
 
 
 def json_body(payload: Any) -> bytes:
