@@ -31,6 +31,8 @@ from agent.tsm import QuoteProvider
 if TYPE_CHECKING:
     import requests
 
+    from agent.identity import Identity
+
 T = TypeVar("T")
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -191,9 +193,12 @@ class BootClient:
         on_retry: Callable[[TransientError, float], None] | None = None,
         kem: protocol.Kem = protocol.DEFAULT_KEM,
         event_log: bytes | None = None,
+        identity: Identity | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.kem = kem
+        # This boot's identity key (protocol v2): bound into every boot attestation.
+        self.identity = identity
         # The firmware's event log (records only), sent with every attestation when known.
         self.event_log = event_log
         self.session = session
@@ -288,12 +293,20 @@ class BootClient:
     def _attempt(self, deadline: Deadline) -> ReleasedKey:
         nonce = self.get_nonce(deadline)
         private_key, public_key = new_key_pair(self.kem)
-        quote = self.quotes.get_quote(protocol.report_data(nonce, public_key))
+        if self.identity is None:
+            report_data = protocol.report_data(nonce, public_key)
+        else:
+            report_data = protocol.boot_report_data(
+                nonce, self.kem, public_key, self.identity.public_key
+            )
+        quote = self.quotes.get_quote(report_data)
         fields = {
             "quote": protocol.b64encode(quote),
             "public_key": protocol.b64encode(public_key),
             "kem": self.kem.value,
         }
+        if self.identity is not None:
+            fields["identity_key"] = protocol.b64encode(self.identity.public_key)
         body = json.dumps(self.with_event_log(fields)).encode()
         answer = self.request(
             "POST",

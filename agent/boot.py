@@ -16,6 +16,7 @@ from agent.config import Config, Volume
 from agent.console import Console
 from agent.disk import Cryptsetup, DeviceWaiter, write_all
 from agent.errors import ConfigError, DeadlineExceeded, LocalReason, TransientError
+from agent.identity import DEFAULT_MOUNTINFO, Identity, load_or_create_identity
 from agent.protocol import Kem
 from agent.tsm import FileOps, OsFileOps, TsmQuoteProvider
 
@@ -26,7 +27,8 @@ def file_ops() -> FileOps:
 
 
 class BootContext:
-    """What the flows need, injectable for tests: configuration, console, clock."""
+    """What the flows need, injectable for tests: configuration, console, clock, and the
+    mount table that shows where the identity key lives."""
 
     def __init__(
         self,
@@ -36,19 +38,29 @@ class BootContext:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         waiter: DeviceWaiter | None = None,
+        mountinfo: Path = DEFAULT_MOUNTINFO,
     ) -> None:
         self.config = config
         self.console = console
         self.clock = clock
         self.sleep = sleep
         self.waiter = waiter if waiter is not None else DeviceWaiter(clock=clock, sleep=sleep)
+        self.mountinfo = mountinfo
+
+    def identity(self) -> Identity:
+        """This boot's identity key, made on first use (agent.identity).
+
+        Raises IdentityUnavailable when it cannot be kept in memory or read back.
+        """
+        return load_or_create_identity(self.config.identity_path, self.mountinfo)
 
     def quote_provider(self) -> TsmQuoteProvider:
         """The configfs-tsm quote provider at the configured root. Raises nothing."""
         return TsmQuoteProvider(self.config.tsm_root, file_ops(), sleep=self.sleep)
 
-    def client(self) -> BootClient:
-        """An HTTP client of the configured server.
+    def client(self, identity: Identity | None = None) -> BootClient:
+        """An HTTP client of the configured server; with ``identity`` its boot
+        attestations bind that key (protocol v2).
 
         Reads the firmware's event log once, to send with every attempt. Raises
         ConfigError(kem_unsupported) when the configured KEM is not available here, so
@@ -72,6 +84,7 @@ class BootContext:
             on_retry=self._report_retry,
             kem=Kem(config.kem),
             event_log=event_log.data,
+            identity=identity,
         )
 
     def _report_retry(self, error: TransientError, delay: float) -> None:
@@ -79,8 +92,13 @@ class BootContext:
 
 
 def fetch_key(context: BootContext, seconds: float) -> ReleasedKey:
-    """Attest and return the released key; raises AgentError subclasses (see BootClient)."""
-    key = context.client().fetch_key(seconds)
+    """Attest (binding this boot's identity key) and return the released key.
+
+    Raises IdentityUnavailable before any request when the identity key cannot be had,
+    and the AgentError subclasses of BootClient.fetch_key.
+    """
+    identity = context.identity()
+    key = context.client(identity).fetch_key(seconds)
     context.console.success("key released", image=key.image, attestation_id=key.attestation_id)
     return key
 

@@ -26,7 +26,8 @@ exit codes:
   1  internal error (a bug: run again with --verbose for the traceback)
   2  bad configuration, usage or hotkey/token file (nothing was sent to the server)
   3  configfs-tsm could not produce a quote (no TD, wrong provider, EIO, ETIMEDOUT, ...),
-     or the firmware event log is required but unusable, or does not replay to the quote
+     or the firmware event log is required but unusable, or does not replay to the quote,
+     or this boot's identity key cannot be kept in memory or read (identity_unavailable)
   4  server unreachable until the deadline, TLS refused, or an unusable answer
   5  the server refused (its reason code is on the console line)
   6  the device did not appear, or cryptsetup did not open it
@@ -367,6 +368,7 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
         failures.append(exc)
         print(f"FAILED tsm: {exc.reason}: {exc.message}")
     failures += _check_event_log(config)
+    failures += _check_identity(config)
     try:
         client = context.client()
         client.get_nonce(Deadline.after(config.connect_timeout + config.read_timeout))
@@ -404,12 +406,32 @@ def _check_event_log(config: Config) -> list[AgentError]:
     return []
 
 
+def _check_identity(config: Config) -> list[AgentError]:
+    from agent.identity import IdentityUnavailable, check_in_memory, load_identity
+
+    path = config.identity_path
+    try:
+        if path.exists() or path.is_symlink():
+            identity = load_identity(path)
+            print(f"ok     identity: {path}, Ed25519 public key {identity.public_key.hex()}")
+        else:
+            existing = next(p for p in path.parents if p.exists())
+            check_in_memory(existing)
+            print(f"note   identity: none yet at {path}; the boot attestation makes it")
+    except IdentityUnavailable as exc:
+        print(f"FAILED identity: {exc.message}")
+        return [exc]
+    return []
+
+
 def _cmd_runtime(args: argparse.Namespace, console: Console) -> int:
     from agent.auth import BearerSigner, HotkeyError, HotkeySigner, RequestSigner
     from agent.boot import BootContext
+    from agent.identity import load_identity
     from agent.runtime import attest_runtime
 
     config = _config(args)
+    identity = load_identity(config.identity_path)
     signer: RequestSigner
     if args.hotkey_file is not None:
         signer = HotkeySigner.from_file(args.hotkey_file)
@@ -423,7 +445,7 @@ def _cmd_runtime(args: argparse.Namespace, console: Console) -> int:
             raise HotkeyError("the token file must hold one token on one line")
         signer = BearerSigner(token)
     answer = attest_runtime(
-        BootContext(config, console).client(), signer, args.server_id, config.deadline
+        BootContext(config, console).client(), signer, identity, args.server_id, config.deadline
     )
     print(json.dumps(answer, sort_keys=True))
     console.success("runtime attestation", server_id=args.server_id)

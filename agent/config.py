@@ -35,6 +35,8 @@ DEFAULT_CMDLINE_PATH: Final = Path("/proc/cmdline")
 DEFAULT_TSM_ROOT: Final = Path("/sys/kernel/config/tsm/report")
 # The firmware's event log as Linux exposes the ACPI CCEL table's log area.
 DEFAULT_EVENT_LOG_PATH: Final = Path("/sys/firmware/acpi/tables/data/CCEL")
+# The per-boot identity key (agent.identity): on /run, a tmpfs carried over switch_root.
+DEFAULT_IDENTITY_PATH: Final = Path("/run/tdx-boot-attest/identity.key")
 CMDLINE_PREFIX: Final = "tdx_attest."
 CMDLINE_SOURCE: Final = "the kernel command line"
 
@@ -71,6 +73,7 @@ class Config(NamedTuple):
     tsm_root: Path = DEFAULT_TSM_ROOT
     event_log_path: Path = DEFAULT_EVENT_LOG_PATH
     event_log_required: bool = False
+    identity_path: Path = DEFAULT_IDENTITY_PATH
     deadline: float = 300.0
     on_failure: FailureAction = FailureAction.PROMPT
     connect_timeout: float = 10.0
@@ -112,6 +115,7 @@ _FILE_KEYS: Final = {
     "server": {"url", "ca_bundle", "allow_http", "kem"},
     "tsm": {"root"},
     "eventlog": {"path", "required"},
+    "identity": {"path"},
     "boot": {
         "deadline",
         "on_failure",
@@ -303,6 +307,7 @@ def _build(
         event_log_required=_bool(
             values.get(("eventlog", "required")), default=defaults.event_log_required
         ),
+        identity_path=_path(values.get(("identity", "path")), defaults.identity_path),
         deadline=_seconds(values.get(("boot", "deadline")), defaults.deadline),
         on_failure=_action(values.get(("boot", "on_failure")), defaults.on_failure),
         connect_timeout=_seconds(values.get(("boot", "connect_timeout")), defaults.connect_timeout),

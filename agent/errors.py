@@ -25,6 +25,7 @@ class LocalReason(enum.StrEnum):
     TSM_ERROR = "tsm_error"
     QUOTE_UNREADABLE = "quote_unreadable"
     EVENT_LOG_UNAVAILABLE = "event_log_unavailable"
+    IDENTITY_UNAVAILABLE = "identity_unavailable"
     SERVER_UNREACHABLE = "server_unreachable"
     SERVER_ERROR = "server_error"
     TLS_UNTRUSTED = "tls_untrusted"

@@ -3,12 +3,17 @@
 Everything here is bytes <-> values with no I/O, so both sides agree to the byte:
 
 * nonce: 32 random bytes, sent as 64 lowercase hex characters.
-* REPORTDATA (64 bytes) = nonce (32 bytes) || SHA-256(HPKE public key raw bytes).
+* REPORTDATA (64 bytes) = nonce (32 bytes) || 32 bytes that bind the keys of the exchange:
+  v1: SHA-256(HPKE public key raw bytes);
+  v2 (boot, with a per-boot identity key): :func:`boot_key_binding`;
+  v2 (runtime): :func:`runtime_identity_binding`.
 * HPKE (RFC 9180, base mode, single shot) with a suite named by ``kem``:
   ``x25519`` (default): DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / ChaCha20-Poly1305;
   ``mlkem768-x25519``: the hybrid ML-KEM-768 + X25519 KEM, same KDF and AEAD.
 * sealed key = ``Suite.encrypt(passphrase, public_key, info)`` (``enc || ciphertext``),
   with ``info = b"tdx-boot-attest v1 key-release" || nonce``.
+* v2 identity: an Ed25519 key pair made once per boot; runtime attestation carries its
+  signature of :func:`runtime_signature_message`.
 * miner request signatures: :func:`request_signing_message` (the Chutes form, or the
   form that also covers the method and path).
 * binary values travel as standard base64 (with padding).
@@ -26,11 +31,18 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives import hpke
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 NONCE_BYTES: Final = 32
 NONCE_HEX_CHARS: Final = 2 * NONCE_BYTES
 REPORT_DATA_BYTES: Final = 64
 KEY_RELEASE_INFO_PREFIX: Final = b"tdx-boot-attest v1 key-release"
+# v2: the per-boot identity key (Ed25519, RFC 8032) and the labels that keep each use of
+# a digest or signature apart from every other.
+IDENTITY_KEY_BYTES: Final = 32
+IDENTITY_SIGNATURE_BYTES: Final = 64
+BOOT_KEY_BINDING_LABEL: Final = b"tdx-boot-attest v2 boot-keys"
+RUNTIME_IDENTITY_LABEL: Final = b"tdx-boot-attest v2 runtime-identity"
+RUNTIME_SIGNATURE_LABEL: Final = b"tdx-boot-attest v2 runtime-signature"
 
 NONCE_HEADER: Final = "X-Chutes-Nonce"
 HOTKEY_HEADER: Final = "X-Chutes-Hotkey"
@@ -85,6 +97,11 @@ class Reason(enum.StrEnum):
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
     NO_RECENT_BOOT_ATTESTATION = "no_recent_boot_attestation"
+    IDENTITY_KEY_INVALID = "identity_key_invalid"
+    SERVER_IDENTITY_UNKNOWN = "server_identity_unknown"
+    IDENTITY_BINDING_MISSING = "identity_binding_missing"
+    IDENTITY_MISMATCH = "identity_mismatch"
+    IDENTITY_SIGNATURE_INVALID = "identity_signature_invalid"
     MRSEAM_REJECTED = "mrseam_rejected"
     XFAM_REJECTED = "xfam_rejected"
     TD_ATTRIBUTES_REJECTED = "td_attributes_rejected"
@@ -178,16 +195,132 @@ class ReportDataCheck(NamedTuple):
 
 
 def check_report_data(quoted: bytes, nonce: bytes, public_key: bytes) -> ReportDataCheck:
-    """Compare a quote's REPORTDATA with ``nonce`` and ``public_key`` in constant time.
+    """Compare a quote's REPORTDATA with ``nonce`` and ``public_key`` (v1) in constant time.
 
     Raises ProtocolError(quote_malformed) when ``quoted`` is not 64 bytes.
+    """
+    return compare_report_data(quoted, nonce, public_key_digest(public_key))
+
+
+def compare_report_data(quoted: bytes, nonce: bytes, binding: bytes) -> ReportDataCheck:
+    """Compare a quote's REPORTDATA with ``nonce || binding`` in constant time.
+
+    ``public_key_matches`` says whether the second half equals ``binding``. Raises
+    ProtocolError(quote_malformed) when ``quoted`` is not 64 bytes.
     """
     if len(quoted) != REPORT_DATA_BYTES:
         raise ProtocolError(Reason.QUOTE_MALFORMED, "REPORTDATA must be 64 bytes")
     return ReportDataCheck(
         nonce_matches=hmac.compare_digest(quoted[:NONCE_BYTES], nonce),
-        public_key_matches=hmac.compare_digest(quoted[NONCE_BYTES:], public_key_digest(public_key)),
+        public_key_matches=hmac.compare_digest(quoted[NONCE_BYTES:], binding),
     )
+
+
+def _field(data: bytes) -> bytes:
+    """``data`` preceded by its length as a 2-byte big-endian integer."""
+    if len(data) > 0xFFFF:
+        raise ProtocolError(Reason.REQUEST_INVALID, "a bound value is longer than 65535 bytes")
+    return len(data).to_bytes(2, "big") + data
+
+
+def _check_identity_key(identity_key: bytes) -> None:
+    if len(identity_key) != IDENTITY_KEY_BYTES:
+        raise ProtocolError(
+            Reason.IDENTITY_KEY_INVALID,
+            f"identity_key must be {IDENTITY_KEY_BYTES} bytes (an Ed25519 public key), "
+            f"got {len(identity_key)}",
+        )
+
+
+def boot_key_binding(kem: Kem, public_key: bytes, identity_key: bytes) -> bytes:
+    """REPORTDATA[32:64] of a v2 boot: SHA-256 over the label, the KEM and both public keys.
+
+    ``SHA-256("tdx-boot-attest v2 boot-keys" || F(kem name) || F(HPKE public key) ||
+    F(identity public key))`` where ``F(x)`` is x's length (2 bytes, big-endian) then x.
+    Raises ProtocolError(identity_key_invalid) when ``identity_key`` is not 32 bytes.
+    """
+    _check_identity_key(identity_key)
+    material = (
+        BOOT_KEY_BINDING_LABEL
+        + _field(kem.value.encode("ascii"))
+        + _field(public_key)
+        + _field(identity_key)
+    )
+    return hashlib.sha256(material).digest()
+
+
+def boot_report_data(nonce: bytes, kem: Kem, public_key: bytes, identity_key: bytes) -> bytes:
+    """REPORTDATA of a v2 boot: nonce || boot_key_binding(...). Raises ProtocolError."""
+    if len(nonce) != NONCE_BYTES:
+        raise ProtocolError(Reason.REQUEST_INVALID, f"nonce must be {NONCE_BYTES} bytes")
+    return nonce + boot_key_binding(kem, public_key, identity_key)
+
+
+def check_boot_report_data(
+    quoted: bytes, nonce: bytes, kem: Kem, public_key: bytes, identity_key: bytes | None
+) -> ReportDataCheck:
+    """Compare a boot quote's REPORTDATA with what the request claims, in constant time:
+    v1 (no ``identity_key``) nonce || SHA-256(public key), v2 nonce || boot_key_binding.
+
+    Raises ProtocolError when ``quoted`` is not 64 bytes or ``identity_key`` not 32.
+    """
+    if identity_key is None:
+        return check_report_data(quoted, nonce, public_key)
+    return compare_report_data(quoted, nonce, boot_key_binding(kem, public_key, identity_key))
+
+
+def runtime_identity_binding(identity_key: bytes) -> bytes:
+    """REPORTDATA[32:64] of a v2 runtime attestation.
+
+    ``SHA-256("tdx-boot-attest v2 runtime-identity" || F(identity public key))``. Raises
+    ProtocolError(identity_key_invalid) when ``identity_key`` is not 32 bytes.
+    """
+    _check_identity_key(identity_key)
+    return hashlib.sha256(RUNTIME_IDENTITY_LABEL + _field(identity_key)).digest()
+
+
+def runtime_report_data(nonce: bytes, identity_key: bytes) -> bytes:
+    """REPORTDATA of a v2 runtime attestation: nonce || runtime_identity_binding(...).
+
+    Raises ProtocolError for a bad nonce or identity key size.
+    """
+    if len(nonce) != NONCE_BYTES:
+        raise ProtocolError(Reason.REQUEST_INVALID, f"nonce must be {NONCE_BYTES} bytes")
+    return nonce + runtime_identity_binding(identity_key)
+
+
+def runtime_signature_message(server_id: str, nonce: bytes, quote: bytes) -> bytes:
+    """What the identity key signs for a runtime attestation of ``server_id``.
+
+    ``"tdx-boot-attest v2 runtime-signature" || F(server id, UTF-8) || nonce (32 bytes) ||
+    SHA-256(quote)``: the signature names the server, is fresh, and covers the quote it
+    travels with. Raises ProtocolError(request_invalid) for a bad nonce size.
+    """
+    if len(nonce) != NONCE_BYTES:
+        raise ProtocolError(Reason.REQUEST_INVALID, f"nonce must be {NONCE_BYTES} bytes")
+    return (
+        RUNTIME_SIGNATURE_LABEL
+        + _field(server_id.encode("utf-8"))
+        + nonce
+        + hashlib.sha256(quote).digest()
+    )
+
+
+def identity_signature_is_valid(identity_key: bytes, signature: bytes, message: bytes) -> bool:
+    """True when ``signature`` is the Ed25519 signature of ``message`` by ``identity_key``.
+
+    Raises nothing: a malformed key or signature is simply not valid.
+    """
+    if len(identity_key) != IDENTITY_KEY_BYTES or len(signature) != IDENTITY_SIGNATURE_BYTES:
+        return False
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(identity_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 class SignatureScope(enum.StrEnum):

@@ -1,9 +1,11 @@
 """Runtime attestation of a registered server (after boot, e.g. from a systemd timer).
 
-GET /servers/{id}/nonce, then POST /servers/{id}/attestation with ``{"quote"}`` (and
-``"event_log"`` when the firmware's log is available) where the quote's REPORTDATA is
-nonce (32 bytes) || 32 zero bytes; both requests signed by the miner (agent.auth), the
-signatures covering the method and path as well as the body.
+GET /servers/{id}/nonce, then POST /servers/{id}/attestation with ``{"quote",
+"identity_signature"}`` (and ``"event_log"`` when the firmware's log is available). The
+quote's REPORTDATA is nonce || runtime_identity_binding(this boot's identity key) and the
+identity key signs runtime_signature_message(server id, nonce, quote) (protocol v2), so
+the verifier knows the answer comes from the TD that booted the server. Both requests
+are signed by the miner (agent.auth).
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from urllib.parse import quote as url_quote
 from agent import protocol
 from agent.api import BootClient, Deadline, retry_until
 from agent.auth import RequestSigner
-
-_PADDING = bytes(protocol.REPORT_DATA_BYTES - protocol.NONCE_BYTES)
+from agent.identity import Identity
 
 
 def runtime_paths(server_id: str) -> tuple[str, str]:
@@ -26,7 +27,11 @@ def runtime_paths(server_id: str) -> tuple[str, str]:
 
 
 def attest_runtime(
-    client: BootClient, signer: RequestSigner, server_id: str, deadline_seconds: float
+    client: BootClient,
+    signer: RequestSigner,
+    identity: Identity,
+    server_id: str,
+    deadline_seconds: float,
 ) -> dict[str, Any]:
     """Run one runtime attestation (retrying transient failures); return the server's answer.
 
@@ -38,8 +43,14 @@ def attest_runtime(
     def attempt() -> dict[str, Any]:
         nonce_headers = signer.headers("GET", nonce_path, b"")
         nonce = client.get_nonce(deadline, nonce_path, headers=nonce_headers)
-        quote = client.quotes.get_quote(nonce + _PADDING)
-        fields = client.with_event_log({"quote": protocol.b64encode(quote)})
+        quote = client.quotes.get_quote(protocol.runtime_report_data(nonce, identity.public_key))
+        signature = identity.sign(protocol.runtime_signature_message(server_id, nonce, quote))
+        fields = client.with_event_log(
+            {
+                "quote": protocol.b64encode(quote),
+                "identity_signature": protocol.b64encode(signature),
+            }
+        )
         body = json.dumps(fields).encode()
         headers = signer.headers("POST", attestation_path, body)
         return client.request("POST", attestation_path, deadline, body=body, headers=headers)

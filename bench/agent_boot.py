@@ -33,6 +33,7 @@ from tests.support.agent_e2e import (  # noqa: E402
     write_agent_config,
 )
 from tests.support.live_server import simulator_server  # noqa: E402
+from tests.support.memory import memory_directory  # noqa: E402
 from tests.support.tsm_mount import mounted_tsm  # noqa: E402
 
 RUNS = int(os.environ.get("AGENT_BENCH_RUNS", "15"))
@@ -143,6 +144,7 @@ def main() -> int:
         with (
             mounted_tsm(state_dir, mount),
             simulator_server(root, state_dir) as server,
+            memory_directory() as run_dir,
         ):
             golden = root / "golden.quote"
             subprocess.run(
@@ -153,7 +155,10 @@ def main() -> int:
             )  # fmt: skip
             server.add_image("golden", passphrase=passphrase, quote_file=golden)
             conf = write_agent_config(
-                root / "agent.conf", url=server.base_url, tsm_root=mount / "report"
+                root / "agent.conf",
+                url=server.base_url,
+                tsm_root=mount / "report",
+                identity_path=run_dir / "tdx-boot-attest" / "identity.key",
             )
             cmdline = root / "cmdline"
             cmdline.write_text("quiet\n")

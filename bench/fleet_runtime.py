@@ -1,7 +1,8 @@
 """Runtime attestation and miner authentication cost, in process (ASGI, no sockets).
 
 For SQLite and PostgreSQL: registers a simulated server, then runs N runtime
-attestations (signed GET nonce, simulated quote, signed POST attestation) and N signed
+attestations (signed GET nonce, simulated quote binding the boot's identity key and its
+signature, signed POST attestation) and N signed
 status reads through the app. Reports p50/p99 latency of each, and the CPU cost of one
 sr25519 signature check and one SS58 decode alone. Ends with one JSON line.
 
@@ -55,13 +56,11 @@ def bench_database(kind: str, url: str, sim: SimState, workdir: Path, count: int
             env.clock.advance(1)
             nonce_ms: list[float] = []
             nonce = timed(nonce_ms, lambda: env.signed("GET", "/servers/bench-node/nonce", miner))
-            quote = env.runtime_quote(nonce.json()["nonce"])
+            body = env.runtime_body("bench-node", nonce.json()["nonce"])
             post_ms: list[float] = []
             reply = timed(
                 post_ms,
-                lambda q=quote: env.signed(
-                    "POST", "/servers/bench-node/attestation", miner, {"quote": q}
-                ),
+                lambda b=body: env.signed("POST", "/servers/bench-node/attestation", miner, b),
             )
             if reply.status_code != 200:
                 raise RuntimeError(f"runtime attestation refused: {reply.text}")

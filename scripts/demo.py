@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -110,7 +111,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def agent_config(path: Path, url: str, device: Path, disk: Path, on_failure: str) -> Path:
+def agent_config(
+    path: Path, url: str, device: Path, disk: Path, on_failure: str, *, run_dir: Path
+) -> Path:
     path.write_text(
         "[server]\n"
         f"url = {url}\n"
@@ -120,6 +123,9 @@ def agent_config(path: Path, url: str, device: Path, disk: Path, on_failure: str
         "[eventlog]\n"
         "; the simulated device's stand-in for /sys/firmware/acpi/tables/data/CCEL\n"
         f"path = {device / '.tdxsim-ccel'}\n"
+        "; the VM's /run (a tmpfs): its per-boot identity key never reaches a disk\n"
+        "[identity]\n"
+        f"path = {run_dir / 'identity.key'}\n"
         "[boot]\n"
         "deadline = 60\n"
         f"on_failure = {on_failure}\n"
@@ -137,11 +143,14 @@ def main() -> int:
     """Tell the story; returns 0 when the approved VM unlocked and the other was refused."""
     background = Background()
     workdir = Path(tempfile.mkdtemp(prefix="tdx-boot-attest-demo-"))
+    # Each simulated VM's /run: memory only, as the agent insists for its identity key.
+    memory = Path(tempfile.mkdtemp(prefix="tdx-boot-attest-demo-", dir="/dev/shm"))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        return story(workdir, background)
+        return story(workdir, background, memory)
     finally:
         background.stop_all()
+        shutil.rmtree(memory, ignore_errors=True)
         for mount in workdir.glob("tsm-*"):
             if os.path.ismount(mount):
                 subprocess.run(["fusermount3", "-u", "-z", str(mount)], check=False)
@@ -149,7 +158,7 @@ def main() -> int:
         print(f"\n(cleaned up {workdir})")
 
 
-def story(work: Path, background: Background) -> int:
+def story(work: Path, background: Background, memory: Path) -> int:
     state = work / "sim"
     step("A simulated TDX platform: Intel-style PKI, collateral and quoting")
     run([TDXSIM, "init", str(state)])
@@ -224,7 +233,9 @@ def story(work: Path, background: Background) -> int:
     kmsg.touch()
 
     step("Boot of the golden VM: the agent attests (quote and event log) and unlocks the disk")
-    conf = agent_config(work / "agent.conf", url, golden_tsm, disk, "prompt")
+    conf = agent_config(
+        work / "agent.conf", url, golden_tsm, disk, "prompt", run_dir=memory / "golden"
+    )
     boot = run([AGENT, "boot", "--config", str(conf), "--cmdline", str(cmdline),
                 "--kmsg", str(kmsg)], check=False)  # fmt: skip
     unlocked = boot.returncode == 0
@@ -262,7 +273,9 @@ def story(work: Path, background: Background) -> int:
         work / "m2.log",
     )
     wait_for((other_tsm / "report").is_dir, "the second FUSE mount")
-    other_conf = agent_config(work / "other.conf", url, other_tsm, disk, "poweroff")
+    other_conf = agent_config(
+        work / "other.conf", url, other_tsm, disk, "poweroff", run_dir=memory / "other"
+    )
     refused = run([AGENT, "boot", "--config", str(other_conf), "--cmdline", str(cmdline),
                    "--kmsg", str(kmsg)], check=False)  # fmt: skip
     print(f"      exit status {refused.returncode} (5: the verifier refused)")

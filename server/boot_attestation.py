@@ -20,7 +20,7 @@ from agent.protocol import (
     ProtocolError,
     Reason,
     b64decode,
-    check_report_data,
+    check_boot_report_data,
     nonce_from_hex,
     parse_kem,
 )
@@ -33,6 +33,7 @@ from server.event_evidence import (
     decode_event_log_field,
     parse_event_log_field,
 )
+from server.identity_binding import decode_identity_key
 from server.key_release import HpkePublicKey, load_public_key, seal_for_agent
 from server.nonces import BOOT_SCOPE
 from server.platform_policy import check_platform_policy
@@ -59,6 +60,8 @@ class BootRequest:
     client_ip: str | None
     bookkeeping: dict[str, Any] = field(default_factory=dict)
     event_log: str | None = None
+    # Protocol v2: the per-boot identity key (standard base64), bound into REPORTDATA.
+    identity_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,7 @@ class _Attempt:
     image: ImageRecord | None = None
     event_log_raw: bytes | None = None
     event_log: EventLogEvidence | None = None
+    identity_key: bytes | None = None
 
 
 def attest_boot(
@@ -122,6 +126,7 @@ def _run_steps(
     nonce = _step1_nonce_from_header(request.nonce_header)
     attempt.nonce = nonce.hex()
     kem, public_key_raw, public_key = _step2_public_key(request, attempt)
+    attempt.identity_key = decode_identity_key(request.identity_key)
     attempt.quote_raw = _step3_decode_quote(request.quote)
     attempt.event_log = _step3b_read_event_log(ctx, request, attempt)
     attempt.quote = quote = parse_td_quote(attempt.quote_raw)
@@ -135,7 +140,7 @@ def _run_steps(
         check_replay(attempt.event_log, quote)
     events = attempt.event_log.log.events if attempt.event_log is not None else None
     attempt.image = image = match_image(quote, images, events=events).image
-    _step9_check_report_data(quote, nonce, public_key_raw)
+    _step9_check_report_data(quote, nonce, kem, public_key_raw, attempt.identity_key)
     sealed = _step10_release_key(ctx, image, public_key, kem, nonce)
     return BootResult(
         attestation_id=attempt.id, image=image.name, verified_at=now, sealed_key=sealed
@@ -241,9 +246,11 @@ def _step8_refuse_debug(quote: TdQuote) -> None:
         )
 
 
-def _step9_check_report_data(quote: TdQuote, nonce: bytes, public_key: bytes) -> None:
+def _step9_check_report_data(
+    quote: TdQuote, nonce: bytes, kem: Kem, public_key: bytes, identity_key: bytes | None
+) -> None:
     try:
-        check = check_report_data(quote.report_data, nonce, public_key)
+        check = check_boot_report_data(quote.report_data, nonce, kem, public_key, identity_key)
     except ProtocolError as exc:
         raise RequestInvalid(str(exc), exc.reason) from None
     if not check.nonce_matches:
@@ -251,8 +258,13 @@ def _step9_check_report_data(quote: TdQuote, nonce: bytes, public_key: bytes) ->
             f"REPORTDATA[0:32] is not the {NONCE_HEADER} nonce", Reason.NONCE_MISMATCH
         )
     if not check.public_key_matches:
+        expected = (
+            "SHA-256 of public_key"
+            if identity_key is None
+            else "the v2 binding of kem, public_key and identity_key"
+        )
         raise AttestationRefused(
-            "REPORTDATA[32:64] is not SHA-256 of public_key", Reason.REPORT_DATA_MISMATCH
+            f"REPORTDATA[32:64] is not {expected}", Reason.REPORT_DATA_MISMATCH
         )
 
 
@@ -292,6 +304,7 @@ def _finish(
         advisory_ids=json.dumps(list(attempt.dcap.advisory_ids)) if attempt.dcap else None,
         event_log=attempt.event_log_raw,
         differences=_differences_json(refusal),
+        identity_key=attempt.identity_key.hex() if attempt.identity_key is not None else None,
         mrtd=quote.mrtd if quote else None,
         rtmr0=quote.rtmrs[0] if quote else None,
         rtmr1=quote.rtmrs[1] if quote else None,

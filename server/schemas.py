@@ -22,7 +22,7 @@ class BootAttestationRequest(BaseModel):
     quote: str = Field(description="Base64 encoded TDX quote")
     public_key: str = Field(
         description="Standard base64 of the agent's raw one-time HPKE public key; "
-        "SHA-256 of it must be REPORTDATA[32:64]"
+        "SHA-256 of it must be REPORTDATA[32:64] (v1), or it is bound with identity_key (v2)"
     )
     kem: str = Field(
         default=DEFAULT_KEM.value, description="HPKE KEM of public_key: x25519 or mlkem768-x25519"
@@ -31,6 +31,13 @@ class BootAttestationRequest(BaseModel):
         default=None,
         description="Standard base64 of the firmware event log (CCEL records, no padding); "
         "replayed against the quote and used to name what differs when a boot is refused",
+    )
+    identity_key: str | None = Field(
+        default=None,
+        description="Protocol v2: standard base64 of the agent's per-boot Ed25519 identity "
+        "public key (32 bytes); REPORTDATA[32:64] is then the v2 binding of kem, public_key "
+        "and identity_key. Recorded with the boot; runtime attestation of a server "
+        "registered from this boot must prove possession of it",
     )
     vm_name: str | None = Field(default=None, description="Name of the VM (bookkeeping)")
 

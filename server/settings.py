@@ -68,6 +68,9 @@ class Settings:
     registration_boot_window_seconds: int = 3600
     runtime_attestation_stale_seconds: int = 3600
     runtime_attestation_require_host_ip: bool = True
+    # Runtime attestation of a server registered from a boot without an identity key
+    # (an agent before protocol v2) is refused unless this is switched off.
+    runtime_attestation_require_identity: bool = True
 
     def __post_init__(self) -> None:
         unknown = set(self.allowed_tcb_statuses) - TCB_STATUSES

@@ -8,10 +8,13 @@ be reproduced and never comes from the draw alone. Locally the draw stays random
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+from tests.support.memory import memory_directory
 
 settings.register_profile("local", deadline=None)
 settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
@@ -54,3 +57,10 @@ def vectors_dir() -> Path:
     if not (VECTORS_DIR / "tdx_quote").is_file():
         pytest.skip(f"real DCAP vectors not found at {VECTORS_DIR}")
     return VECTORS_DIR
+
+
+@pytest.fixture
+def memory_dir() -> Iterator[Path]:
+    """A private directory on tmpfs (for the agent's identity key), removed afterwards."""
+    with memory_directory() as path:
+        yield path

@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.db.base import Base, UtcDateTime
-from server.db.models import MEASUREMENT_HEX
+from server.db.models import IDENTITY_KEY_HEX, MEASUREMENT_HEX
 
 HOTKEY_CHARS = 64
 SERVER_ID_CHARS = 128
@@ -63,6 +63,7 @@ class Server(Base):
     """A registered server (a Kubernetes node), owned by one miner."""
 
     __tablename__ = "servers"
+    __table_args__ = (Index("ux_servers_identity_key", "identity_key", unique=True),)
 
     id: Mapped[str] = mapped_column(String(SERVER_ID_CHARS), primary_key=True)
     miner_hotkey: Mapped[str] = mapped_column(
@@ -78,6 +79,9 @@ class Server(Base):
         ForeignKey("images.id", ondelete="SET NULL"), nullable=True
     )
     image_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The identity key of the boot it is bound to (protocol v2): runtime attestation must
+    # prove possession of it. Null: registered from a boot by an older agent.
+    identity_key: Mapped[str | None] = mapped_column(String(IDENTITY_KEY_HEX), nullable=True)
 
     gpus: Mapped[list[ServerGpu]] = relationship(
         back_populates="server",
@@ -142,3 +146,5 @@ class RuntimeAttestation(Base):
     event_log: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     differences: Mapped[str | None] = mapped_column(Text, nullable=True)
     server_deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The identity key the attempt was held against (null: verified without the binding).
+    identity_key: Mapped[str | None] = mapped_column(String(IDENTITY_KEY_HEX), nullable=True)

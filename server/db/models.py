@@ -11,6 +11,8 @@ from server.db.base import Base, UtcDateTime
 
 MEASUREMENT_HEX = 96
 ANY_MEASUREMENT = "any"
+# A per-boot Ed25519 identity key (protocol v2), as 64 lowercase hex characters.
+IDENTITY_KEY_HEX = 64
 
 
 class Nonce(Base):
@@ -88,6 +90,8 @@ class BootAttestation(Base):
     event_log: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     # A measurement mismatch explained event by event (JSON list), when it could be.
     differences: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The identity key a v2 agent bound into the quote (null: an older agent's boot).
+    identity_key: Mapped[str | None] = mapped_column(String(IDENTITY_KEY_HEX), nullable=True)
 
 
 class CollateralCacheEntry(Base):

@@ -2,6 +2,12 @@
 
 A miner only ever sees its own servers: another miner's server is "not found", so
 server ids do not leak (registration of a taken id is the one exception: a 409).
+
+Registration links a server to the newest accepted boot attestation from its host and
+binds it to that boot's identity key (protocol v2), which runtime attestation must then
+prove possession of. One boot's key binds at most one server, so a TD cannot answer for
+several servers by attesting its boot from several addresses. Registering the same
+server again moves it to the host's newest accepted boot (what a reboot needs).
 """
 
 from __future__ import annotations
@@ -45,15 +51,20 @@ def register_server(
     """Register ``args`` for ``miner``, or return the same server when it is already theirs.
 
     Raises Conflict when the id belongs to another miner, when it is registered with a
-    different host or GPU set, or when a GPU uuid belongs to another server; and
+    different host or GPU set, when a GPU uuid belongs to another server, or when the
+    boot's identity key is bound to another server; and
     Forbidden(no_recent_boot_attestation) when the policy requires a boot attestation
     from ``args.host`` within the window and there is none.
     """
     existing = session.get(Server, args.id)
     if existing is not None:
-        return _same_registration(existing, miner, args)
+        server = _same_registration(existing, miner, args)
+        _rebind_to_newest_boot(session, server, policy, now)
+        return server
     _refuse_taken_gpus(session, args)
     boot = _linked_boot_attestation(session, args.host, policy, now)
+    if boot is not None and boot.identity_key is not None:
+        _refuse_bound_identity(session, boot.identity_key, args.id)
     server = Server(
         id=args.id,
         miner_hotkey=miner,
@@ -63,6 +74,7 @@ def register_server(
         boot_attestation_id=boot.id if boot is not None else None,
         image_id=boot.image_id if boot is not None else None,
         image_name=boot.image_name if boot is not None else None,
+        identity_key=boot.identity_key if boot is not None else None,
         gpus=[_gpu_row(gpu) for gpu in args.gpus],
     )
     session.add(server)
@@ -71,7 +83,7 @@ def register_server(
     except IntegrityError:
         # A concurrent registration took the id or a GPU uuid between our checks and here.
         raise Conflict(
-            f"server {args.id} or one of its GPUs was registered concurrently; retry"
+            f"server {args.id}, one of its GPUs or its boot was registered concurrently; retry"
         ) from None
     return server
 
@@ -98,7 +110,52 @@ def _refuse_taken_gpus(session: Session, args: ServerArgs) -> None:
         raise Conflict(f"GPU {', '.join(sorted(taken))} is already registered to another server")
 
 
-def _linked_boot_attestation(
+def _rebind_to_newest_boot(
+    session: Session, server: Server, policy: RegistrationPolicy, now: datetime
+) -> None:
+    """Move ``server`` to the newest accepted boot from its host, if that is another one.
+
+    The binding stays as it is when that boot has no identity key while the current one
+    has (that would drop the binding), or when its key is bound to another server (the
+    newest boot from a shared address is another server's): a registration repeated as
+    it was sent always succeeds. Raises Conflict only on a concurrent registration.
+    """
+    boot = _newest_boot(session, server.host, policy, now)
+    if boot is None or boot.id == server.boot_attestation_id:
+        return
+    if boot.identity_key is None and server.identity_key is not None:
+        return
+    if boot.identity_key is not None and _bound_elsewhere(session, boot.identity_key, server.id):
+        return
+    server.boot_attestation_id = boot.id
+    server.image_id = boot.image_id
+    server.image_name = boot.image_name
+    server.identity_key = boot.identity_key
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(
+            f"the boot of server {server.id} was registered concurrently; retry"
+        ) from None
+
+
+def _bound_elsewhere(session: Session, identity_key: str, server_id: str) -> bool:
+    holder = session.scalar(
+        select(Server.id).where(Server.identity_key == identity_key, Server.id != server_id)
+    )
+    return holder is not None
+
+
+def _refuse_bound_identity(session: Session, identity_key: str, server_id: str) -> None:
+    if _bound_elsewhere(session, identity_key, server_id):
+        raise Conflict(
+            "the newest boot attestation from this host is already bound to another server "
+            f"(identity key {identity_key[:16]}…): each boot identifies one server; boot "
+            "this server through attestation, then register it"
+        )
+
+
+def _newest_boot(
     session: Session, host: str, policy: RegistrationPolicy, now: datetime
 ) -> BootAttestation | None:
     query = (
@@ -109,7 +166,13 @@ def _linked_boot_attestation(
     )
     if policy.require_boot_attestation:
         query = query.where(BootAttestation.created_at >= now - policy.boot_window)
-    boot = session.scalars(query).first()
+    return session.scalars(query).first()
+
+
+def _linked_boot_attestation(
+    session: Session, host: str, policy: RegistrationPolicy, now: datetime
+) -> BootAttestation | None:
+    boot = _newest_boot(session, host, policy, now)
     if boot is None and policy.require_boot_attestation:
         window = int(policy.boot_window.total_seconds())
         raise Forbidden(

@@ -1,9 +1,11 @@
 """Runtime attestation: numbered steps from request to verdict, every attempt recorded.
 
 The quote is verified exactly as at boot (the boot path's pipeline is called, not
-copied) and then matched against the runtime measurement set of the image the server
-booted with. The nonce comes from REPORTDATA[0:32] and must have been issued for this
-server; REPORTDATA[32:64] carries no meaning at runtime.
+copied), held against the identity key of the boot the server is bound to (protocol v2:
+REPORTDATA[32:64] binds the key, ``identity_signature`` proves possession of it; see
+server.identity_binding), and then matched against the runtime measurement set of the
+image the server booted with. The nonce comes from REPORTDATA[0:32] and must have been
+issued for this server.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from server.event_evidence import (
     parse_event_log_field,
 )
 from server.fleet.registry import get_server, runtime_nonce_scope
+from server.identity_binding import check_runtime_binding, require_runtime_binding
 from server.nonces import consume_nonce, issue_nonce
 from server.policy import differing_registers, mismatch_refusal, runtime_profile
 from server.quote import TdQuote, parse_td_quote
@@ -55,11 +58,13 @@ class RuntimeResult:
     attestation_id: str
     verified_at: datetime
     image: str
+    identity_bound: bool
 
 
 @dataclass(slots=True)
 class _Attempt:
     id: str
+    identity_key: str | None = None
     nonce: str | None = None
     quote_raw: bytes | None = None
     quote: TdQuote | None = None
@@ -95,6 +100,7 @@ def attest_runtime(
     client_ip: str | None,
     *,
     event_log_text: str | None = None,
+    identity_signature_text: str | None = None,
 ) -> RuntimeResult:
     """Verify a runtime quote of the miner's server; record the attempt either way.
 
@@ -112,6 +118,7 @@ def attest_runtime(
             server,
             quote_text=quote_text,
             event_log_text=event_log_text,
+            identity_signature_text=identity_signature_text,
             client_ip=client_ip,
             now=now,
             attempt=attempt,
@@ -139,10 +146,13 @@ def _run_steps(
     *,
     quote_text: str,
     event_log_text: str | None,
+    identity_signature_text: str | None,
     client_ip: str | None,
     now: datetime,
     attempt: _Attempt,
 ) -> RuntimeResult:
+    # Input checks and the binding's presence come before the nonce is spent; the quote's
+    # contents (REPORTDATA included) are trusted only once DCAP has verified it.
     _step1_check_caller(server, client_ip, ctx.settings.runtime_attestation_require_host_ip)
     attempt.quote_raw = decode_quote(quote_text)
     if event_log_text is not None:
@@ -150,16 +160,30 @@ def _run_steps(
         attempt.event_log = parse_event_log_field(attempt.event_log_raw)
     quote = parse_td_quote(attempt.quote_raw)
     attempt.quote = quote
+    binding = require_runtime_binding(
+        server.id,
+        server.identity_key,
+        identity_signature_text,
+        required=ctx.settings.runtime_attestation_require_identity,
+    )
+    attempt.identity_key = binding.identity_key.hex() if binding is not None else None
     attempt.nonce = quote.report_data[:NONCE_BYTES].hex()
     _step2_consume_server_nonce(ctx, server.id, attempt.nonce, now)
     attempt.dcap = verify_quote_platform(ctx, quote, now)
     if attempt.event_log is not None:
         check_replay(attempt.event_log, quote)
+    if binding is not None:
+        check_runtime_binding(binding, quote)
     image = _step3_booted_image(ctx, server)
     attempt.image = image.name
     events = attempt.event_log.log.events if attempt.event_log is not None else None
     _step4_match_runtime_measurements(quote, image, events)
-    return RuntimeResult(attestation_id=attempt.id, verified_at=now, image=image.name)
+    return RuntimeResult(
+        attestation_id=attempt.id,
+        verified_at=now,
+        image=image.name,
+        identity_bound=binding is not None,
+    )
 
 
 def _step1_check_caller(server: Server, client_ip: str | None, required: bool) -> None:
@@ -251,6 +275,7 @@ def _finish(
         rtmr3=quote.rtmrs[3] if quote else None,
         quote=attempt.quote_raw,
         event_log=attempt.event_log_raw,
+        identity_key=attempt.identity_key,
         differences=None
         if refusal is None or "differences" not in refusal.details
         else json.dumps(refusal.details["differences"], sort_keys=True),

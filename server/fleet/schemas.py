@@ -129,6 +129,12 @@ class ServerOut(BaseModel):
         description="Image the server booted with (from its boot attestation)"
     )
     boot_attestation: BootAttestationRef | None
+    identity_key: str | None = Field(
+        default=None,
+        description="Hex Ed25519 public key of the boot the server is bound to (protocol "
+        "v2): runtime attestation must prove possession of it. Null: registered from a "
+        "boot without one (an agent before v2)",
+    )
     gpus: list[GpuOut]
 
 
@@ -156,6 +162,13 @@ class RuntimeAttestationArgs(BaseModel):
         default=None,
         description="Standard base64 of the firmware event log (CCEL records, no padding)",
     )
+    identity_signature: str | None = Field(
+        default=None,
+        description="Protocol v2: standard base64 of the Ed25519 signature, by the identity "
+        "key of the server's boot, of runtime_signature_message(server id, nonce, quote); "
+        "the quote's REPORTDATA[32:64] must bind that key. Required for a server bound to "
+        "an identity key",
+    )
 
 
 class RuntimeAttestationResponse(BaseModel):
@@ -165,6 +178,11 @@ class RuntimeAttestationResponse(BaseModel):
     verified_at: str = Field(description="RFC 3339 UTC")
     status: Literal["verified"]
     image: str
+    identity_bound: bool = Field(
+        description="True when the attestation proved possession of the identity key of "
+        "the boot the server is bound to (false only for a server registered without one, "
+        "with runtime_attestation_require_identity = false)"
+    )
 
 
 class EventDifference(BaseModel):

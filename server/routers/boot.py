@@ -83,7 +83,8 @@ async def post_boot_attestation(
     bookkeeping = {
         key: value
         for key, value in body.model_dump().items()
-        if key not in {"quote", "public_key", "kem", "event_log"} and value is not None
+        if key not in {"quote", "public_key", "kem", "event_log", "identity_key"}
+        and value is not None
     }
     ctx = get_context(request)
     boot = BootRequest(
@@ -94,6 +95,7 @@ async def post_boot_attestation(
         client_ip=peer_address(request),
         bookkeeping=bookkeeping,
         event_log=body.event_log,
+        identity_key=body.identity_key,
     )
     # With cached collateral the work is CPU and two short transactions, done here without
     # a thread hop; a collateral fetch (network I/O) is done on a worker thread instead.

@@ -75,7 +75,9 @@ _NOT_FOUND = {404: "No such server for this miner"}
     ),
     summary="Create Server",
     description="Register a new server. Links the server to the boot attestation history "
-    "of its host IP; by default a successful boot attestation from that IP is required.",
+    "of its host IP; by default a successful boot attestation from that IP is required. "
+    "The server is bound to that boot's identity key (protocol v2); registering the same "
+    "server again binds it to the host's newest accepted boot (after a reboot).",
 )
 def create_server(args: ServerArgs, miner: Miner, ctx: Ctx) -> ServerOut:
     """Register (or idempotently re-register) a server. Raises Conflict / Forbidden."""
@@ -161,8 +163,10 @@ def get_runtime_nonce(
     ),
     summary="Verify Runtime Attestation",
     description="Verify runtime attestation with full measurement validation: the nonce "
-    "is REPORTDATA[0:32], the quote is verified as at boot and matched against the "
-    "runtime measurements of the image the server booted with.",
+    "is REPORTDATA[0:32], REPORTDATA[32:64] binds the identity key of the server's boot "
+    "and identity_signature proves possession of it (protocol v2), the quote is verified "
+    "as at boot and matched against the runtime measurements of the image the server "
+    "booted with.",
 )
 async def post_runtime_attestation(
     server_id: ServerIdPath,
@@ -173,7 +177,11 @@ async def post_runtime_attestation(
 ) -> RuntimeAttestationResponse:
     """Verify the quote; refusals raise ServerError subclasses (the attempt is recorded)."""
     result = await run_in_threadpool(
-        functools.partial(runtime.attest_runtime, event_log_text=body.event_log),
+        functools.partial(
+            runtime.attest_runtime,
+            event_log_text=body.event_log,
+            identity_signature_text=body.identity_signature,
+        ),
         ctx,
         miner.hotkey,
         server_id,
@@ -185,6 +193,7 @@ async def post_runtime_attestation(
         verified_at=rfc3339(result.verified_at),
         status="verified",
         image=result.image,
+        identity_bound=result.identity_bound,
     )
 
 
@@ -268,5 +277,6 @@ def _server_out(session: Session, server: Server) -> ServerOut:
         created_at=rfc3339(server.created_at),
         image=server.image_name,
         boot_attestation=_boot_ref(registry.boot_attestation_of(session, server)),
+        identity_key=server.identity_key,
         gpus=[GpuOut.model_validate(gpu, from_attributes=True) for gpu in server.gpus],
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hpke
@@ -33,6 +34,7 @@ from agent.errors import (
     TransportError,
     TsmError,
 )
+from agent.identity import load_or_create_identity
 from agent.quote import parse_quote
 from tests.agent.conftest import synthetic_quote
 from tests.support.scripted_http import Answer, Request, ScriptedServer
@@ -70,14 +72,16 @@ def nonce_answer(request: Request) -> Answer:
 
 
 def release(request: Request) -> Answer:
-    """What a correct server does: check REPORTDATA, seal the passphrase to the key."""
+    """What a correct server does: check REPORTDATA (v1, or v2 with an identity key), seal
+    the passphrase to the key."""
     body = json.loads(request.body)
     public = base64.b64decode(body["public_key"])
     nonce = bytes.fromhex(request.headers[protocol.NONCE_HEADER])
     quoted = parse_quote(base64.b64decode(body["quote"])).report_data
-    check = protocol.check_report_data(quoted, nonce, public)
-    assert check.nonce_matches and check.public_key_matches
     kem = protocol.parse_kem(body["kem"])
+    identity = base64.b64decode(body["identity_key"]) if "identity_key" in body else None
+    check = protocol.check_boot_report_data(quoted, nonce, kem, public, identity)
+    assert check.nonce_matches and check.public_key_matches
     assert len(public) == protocol.PUBLIC_KEY_BYTES[kem]
     if kem is protocol.Kem.X25519:
         recipient: object = X25519PublicKey.from_public_bytes(public)
@@ -148,6 +152,34 @@ def test_happy_path_opens_the_sealed_key(server: ScriptedServer, clock: FakeCloc
     assert post.headers[protocol.NONCE_HEADER] == NONCE_HEX
     assert quotes.calls[0][:32] == bytes.fromhex(NONCE_HEX)
     assert clock.sleeps == []
+
+
+def test_v2_boot_binds_the_identity_key_in_every_attempt(
+    server: ScriptedServer, clock: FakeClock, memory_dir: Path
+) -> None:
+    identity = load_or_create_identity(memory_dir / "tdx-boot-attest" / "identity.key")
+    server.script("GET", protocol.NONCE_PATH, nonce_answer)
+    server.script(
+        "POST",
+        protocol.BOOT_ATTESTATION_PATH,
+        refusal(503, "collateral_unavailable", "PCCS down"),
+        release,
+    )
+    quotes = SyntheticQuotes()
+    boot = BootClient(
+        server.url, make_session(None), quotes, clock=clock, sleep=clock.sleep, identity=identity
+    )
+    assert bytes(boot.fetch_key(60).key) == PASSPHRASE
+    posts = [json.loads(r.body) for r in server.requests if r.method == "POST"]
+    assert [base64.b64decode(p["identity_key"]) for p in posts] == [identity.public_key] * 2
+    # A fresh HPKE key each attempt, the same identity key, both bound by REPORTDATA.
+    assert posts[0]["public_key"] != posts[1]["public_key"]
+    for body, report_data in zip(posts, quotes.calls, strict=True):
+        hpke_key = base64.b64decode(body["public_key"])
+        assert report_data == protocol.boot_report_data(
+            bytes.fromhex(NONCE_HEX), protocol.Kem.X25519, hpke_key, identity.public_key
+        )
+        assert report_data[32:] != protocol.public_key_digest(hpke_key)
 
 
 def mlkem_available() -> bool:

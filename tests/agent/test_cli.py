@@ -16,6 +16,7 @@ import pytest
 from agent import protocol
 from agent.cli import main
 from agent.eventlog import parse_event_log
+from agent.identity import load_identity
 from tdxsim.tsm.dirfake import DirFake
 from tdxsim.tsm.model import TsmModel
 from tests.agent.test_api import PASSPHRASE, nonce_answer, refusal, release
@@ -36,8 +37,11 @@ def fake_tsm(tsm_fake: DirFake, monkeypatch: pytest.MonkeyPatch) -> DirFake:
 
 
 class Setup:
-    def __init__(self, tmp_path: Path, server: ScriptedServer, fake: DirFake) -> None:
+    def __init__(
+        self, tmp_path: Path, server: ScriptedServer, fake: DirFake, memory_dir: Path
+    ) -> None:
         self.dir = tmp_path
+        self.identity = memory_dir / "tdx-boot-attest" / "identity.key"
         self.kmsg = tmp_path / "kmsg"
         self.kmsg.touch()
         self.cmdline = tmp_path / "cmdline"
@@ -61,6 +65,7 @@ class Setup:
         self.config.write_text(
             f"[server]\nurl = {url}\nallow_http = true\n"
             f"[tsm]\nroot = {tsm_root}\n[eventlog]\npath = {self.event_log}\n"
+            f"[identity]\npath = {self.identity}\n"
             f"[boot]\ndeadline = 5\non_failure = poweroff\ncryptsetup = {cryptsetup} open\n"
             f"check_mapper = false\npoweroff_command = {record} poweroff\n"
             f"reboot_command = {record} reboot\naskpass_command = /bin/echo typed\n{extra}"
@@ -76,8 +81,8 @@ class Setup:
 
 
 @pytest.fixture
-def setup(tmp_path: Path, server: ScriptedServer, fake_tsm: DirFake) -> Setup:
-    return Setup(tmp_path, server, fake_tsm)
+def setup(tmp_path: Path, server: ScriptedServer, fake_tsm: DirFake, memory_dir: Path) -> Setup:
+    return Setup(tmp_path, server, fake_tsm, memory_dir)
 
 
 def test_help_lists_commands_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -192,12 +197,36 @@ def test_check_reports_each_part(
     assert "ok     tsm:" in out
     assert "ok     server:" in out
     assert f"note   eventlog: no event log at {setup.event_log}" in out
+    # check never makes the identity key: the boot attestation does.
+    assert f"note   identity: none yet at {setup.identity}" in out
+    assert not setup.identity.exists()
     setup.event_log.write_bytes((EVENT_LOGS / "qemu-direct-boot.ccel").read_bytes())
     server.script("GET", protocol.NONCE_PATH, nonce_answer)
+    server.script("POST", protocol.BOOT_ATTESTATION_PATH, release)
+    assert setup.run("boot") == 0
     assert setup.run("check") == 0
-    assert f"ok     eventlog: {setup.event_log}, 19 events, 2026 bytes" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert f"ok     eventlog: {setup.event_log}, 19 events, 2026 bytes" in again
+    public = load_identity(setup.identity).public_key.hex()
+    assert f"ok     identity: {setup.identity}, Ed25519 public key {public}" in again
     assert "ok     volume root:" in out
-    assert all(r.method == "GET" for r in server.requests)
+
+
+def test_check_fails_for_an_identity_path_on_disk(
+    setup: Setup, server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.script("GET", protocol.NONCE_PATH, nonce_answer)
+    text = setup.config.read_text().replace(str(setup.identity), str(setup.dir / "id.key"))
+    setup.config.write_text(text)
+    assert setup.run("check") == 3
+    assert "FAILED identity:" in capsys.readouterr().out
+    # The boot refuses before any request, and runs the failure action.
+    server.requests.clear()
+    assert setup.run("boot") == 3
+    assert "reason=identity_unavailable" in capsys.readouterr().err
+    assert server.requests == []
+    assert setup.actions.read_text() == "poweroff\n"
+    assert not (setup.dir / "id.key").exists()
 
 
 def test_check_fails_for_a_missing_device(

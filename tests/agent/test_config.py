@@ -8,6 +8,7 @@ import pytest
 
 from agent.config import (
     DEFAULT_EVENT_LOG_PATH,
+    DEFAULT_IDENTITY_PATH,
     DEFAULT_TSM_ROOT,
     Config,
     FailureAction,
@@ -15,6 +16,7 @@ from agent.config import (
     parse_cmdline,
 )
 from agent.errors import ConfigError
+from tests.conftest import REPO_ROOT
 
 ISSUE_EXAMPLE = """\
 [server]
@@ -209,3 +211,24 @@ def test_event_log_keys_and_defaults(tmp_path: Path) -> None:
     assert message.startswith("[eventlog] required in ")
     message = error(tmp_path, "[server]\nurl = https://a\n", "tdx_attest.event_log=CCEL")
     assert message.startswith("tdx_attest.event_log in the kernel command line")
+
+
+def test_the_shipped_example_with_a_url_and_a_volume_loads(tmp_path: Path) -> None:
+    example = (REPO_ROOT / "initramfs-hooks" / "agent.conf.example").read_text()
+    text = example.replace("url =\n", "url = https://attest.example.net\n").replace(
+        "#[volume root]\n#device", "[volume root]\ndevice"
+    )
+    config = load_config(*write(tmp_path, text))
+    assert (
+        config.identity_path == DEFAULT_IDENTITY_PATH == Path("/run/tdx-boot-attest/identity.key")
+    )
+    assert [v.name for v in config.volumes] == ["root"]
+
+
+def test_the_identity_path_is_configurable_and_must_be_absolute(tmp_path: Path) -> None:
+    base = "[server]\nurl = https://a.example\n[identity]\npath = "
+    assert load_config(*write(tmp_path, base + "/dev/shm/vm/id.key\n")).identity_path == Path(
+        "/dev/shm/vm/id.key"
+    )
+    with pytest.raises(ConfigError, match=r"\[identity\] path"):
+        load_config(*write(tmp_path, base + "relative/id.key\n"))

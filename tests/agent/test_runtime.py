@@ -15,7 +15,8 @@ from agent import protocol
 from agent.api import BootClient, make_session
 from agent.auth import BearerSigner, HotkeyError, HotkeySigner, signing_message
 from agent.cli import main
-from agent.errors import ServerRefused
+from agent.errors import LocalReason, ServerRefused
+from agent.identity import Identity, load_or_create_identity
 from agent.quote import parse_quote
 from agent.runtime import attest_runtime, runtime_paths
 from tests.agent.test_api import FakeClock, SyntheticQuotes, refusal
@@ -60,6 +61,11 @@ def server() -> Iterator[ScriptedServer]:
     scripted = ScriptedServer()
     with scripted.running():
         yield scripted
+
+
+@pytest.fixture
+def identity(memory_dir: Path) -> Identity:
+    return load_or_create_identity(memory_dir / "tdx-boot-attest" / "identity.key")
 
 
 def verify_signed(request: Request, miner: Miner) -> None:
@@ -127,14 +133,28 @@ def test_runtime_paths_escape_the_id() -> None:
     assert runtime_paths("node/1") == ("/servers/node%2F1/nonce", "/servers/node%2F1/attestation")
 
 
-def test_runtime_exchange(server: ScriptedServer, hotkey_file: Path, miner: Miner) -> None:
+def test_runtime_exchange(
+    server: ScriptedServer, hotkey_file: Path, miner: Miner, identity: Identity
+) -> None:
     nonce_path, attestation_path = runtime_paths("node-1")
 
     def attestation(request: Request) -> Answer:
         verify_signed(request, miner)
-        quote = base64.b64decode(json.loads(request.body)["quote"])
-        report_data = parse_quote(quote).report_data
-        assert report_data == bytes.fromhex(NONCE) + bytes(32)
+        body = json.loads(request.body)
+        quote = base64.b64decode(body["quote"])
+        nonce = bytes.fromhex(NONCE)
+        # v2: REPORTDATA binds this boot's identity key, and the key signs the attempt.
+        assert parse_quote(quote).report_data == protocol.runtime_report_data(
+            nonce, identity.public_key
+        )
+        message = protocol.runtime_signature_message("node-1", nonce, quote)
+        signature = base64.b64decode(body["identity_signature"])
+        assert protocol.identity_signature_is_valid(identity.public_key, signature, message)
+        assert not protocol.identity_signature_is_valid(
+            identity.public_key,
+            signature,
+            protocol.runtime_signature_message("node-2", nonce, quote),
+        )
         return Answer(200, {"verified": True, "attestation_id": "rt-1"})
 
     server.script("GET", nonce_path, Answer(200, {"nonce": NONCE, "expires_at": "x"}))
@@ -143,7 +163,7 @@ def test_runtime_exchange(server: ScriptedServer, hotkey_file: Path, miner: Mine
     client = BootClient(
         server.url, make_session(None), SyntheticQuotes(), clock=clock, sleep=clock.sleep
     )
-    answer = attest_runtime(client, HotkeySigner.from_file(hotkey_file), "node-1", 30)
+    answer = attest_runtime(client, HotkeySigner.from_file(hotkey_file), identity, "node-1", 30)
     assert answer == {"verified": True, "attestation_id": "rt-1"}
     verify_signed(server.requests[0], miner)
     assert server.requests[0].body == b""
@@ -151,7 +171,7 @@ def test_runtime_exchange(server: ScriptedServer, hotkey_file: Path, miner: Mine
 
 
 def test_runtime_attestation_carries_the_event_log(
-    server: ScriptedServer, hotkey_file: Path, miner: Miner
+    server: ScriptedServer, hotkey_file: Path, miner: Miner, identity: Identity
 ) -> None:
     nonce_path, attestation_path = runtime_paths("node-1")
     server.script("GET", nonce_path, Answer(200, {"nonce": NONCE, "expires_at": "x"}))
@@ -165,13 +185,13 @@ def test_runtime_attestation_carries_the_event_log(
         sleep=clock.sleep,
         event_log=b"log bytes",
     )
-    attest_runtime(client, HotkeySigner.from_file(hotkey_file), "node-1", 30)
+    attest_runtime(client, HotkeySigner.from_file(hotkey_file), identity, "node-1", 30)
     post = server.requests[1]
     verify_signed(post, miner)
     assert base64.b64decode(json.loads(post.body)["event_log"]) == b"log bytes"
 
 
-def test_runtime_refusal_is_final(server: ScriptedServer) -> None:
+def test_runtime_refusal_is_final(server: ScriptedServer, identity: Identity) -> None:
     nonce_path, _ = runtime_paths("node-1")
     server.script("GET", nonce_path, refusal(401, "unauthenticated", "bad token"))
     clock = FakeClock()
@@ -179,20 +199,25 @@ def test_runtime_refusal_is_final(server: ScriptedServer) -> None:
         server.url, make_session(None), SyntheticQuotes(), clock=clock, sleep=clock.sleep
     )
     with pytest.raises(ServerRefused) as caught:
-        attest_runtime(client, BearerSigner("t"), "node-1", 30)
+        attest_runtime(client, BearerSigner("t"), identity, "node-1", 30)
     assert caught.value.reason == "unauthenticated"
     assert server.requests[0].headers["Authorization"] == "Bearer t"
 
 
 def test_runtime_cli_reads_the_token_from_a_file(
-    server: ScriptedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    server: ScriptedServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    identity: Identity,
 ) -> None:
     nonce_path, _ = runtime_paths("node-1")
     server.script("GET", nonce_path, refusal(401, "unauthenticated", "unknown token"))
     token = tmp_path / "token"
     token.write_text("secret-token-value\n")
     config = tmp_path / "agent.conf"
-    config.write_text(f"[server]\nurl = {server.url}\nallow_http = true\n")
+    config.write_text(
+        f"[server]\nurl = {server.url}\nallow_http = true\n[identity]\npath = {identity.path}\n"
+    )
     code = main(
         ["runtime", "--config", str(config), "--cmdline", str(tmp_path / "none"),
          "--kmsg", str(tmp_path / "none"), "--server-id", "node-1", "--token", str(token)]
@@ -202,3 +227,25 @@ def test_runtime_cli_reads_the_token_from_a_file(
     captured = capsys.readouterr()
     assert "reason=unauthenticated" in captured.err
     assert "secret-token-value" not in captured.out + captured.err
+
+
+def test_runtime_cli_without_this_boots_identity_key_sends_nothing(
+    server: ScriptedServer,
+    tmp_path: Path,
+    memory_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("secret-token-value\n")
+    config = tmp_path / "agent.conf"
+    missing = memory_dir / "tdx-boot-attest" / "identity.key"
+    config.write_text(
+        f"[server]\nurl = {server.url}\nallow_http = true\n[identity]\npath = {missing}\n"
+    )
+    code = main(
+        ["runtime", "--config", str(config), "--cmdline", str(tmp_path / "none"),
+         "--kmsg", str(tmp_path / "none"), "--server-id", "node-1", "--token", str(token)]
+    )  # fmt: skip
+    assert code == 3
+    assert f"reason={LocalReason.IDENTITY_UNAVAILABLE}" in capsys.readouterr().err
+    assert server.requests == []

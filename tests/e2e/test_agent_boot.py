@@ -8,6 +8,7 @@ environment (sampled from /proc while the agent runs).
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from agent.identity import load_identity
 from tdxsim.profile import Profile
 from tdxsim.state import SimState
 from tests.support.agent_e2e import (
@@ -82,10 +84,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 @pytest.fixture
-def case(world: World, tmp_path: Path) -> Iterator[Path]:
-    """A per-test directory; afterwards no file of the module or test holds the key."""
+def case(world: World, tmp_path: Path, memory_dir: Path) -> Iterator[Path]:
+    """A per-test directory; afterwards no file of the module or test holds the key.
+
+    ``identity`` in it links to a tmpfs directory: the VM's /run, for its identity key.
+    """
     (tmp_path / "cmdline").write_text("BOOT_IMAGE=/vmlinuz quiet\n")
     (tmp_path / "kmsg").touch()
+    (tmp_path / "identity").symlink_to(memory_dir)
     yield tmp_path
     leaks = files_containing(world.root, world.passphrase) + files_containing(
         tmp_path, world.passphrase
@@ -108,6 +114,7 @@ def config(case: Path, world: World, **kwargs: object) -> Path:
         "tsm_root": world.mount / "report",
         "volumes": [("root", world.image)],
         "actions_log": case / "actions.log",
+        "identity_path": case / "identity" / "tdx-boot-attest" / "identity.key",
     }
     defaults.update(kwargs)
     return write_agent_config(case / "agent.conf", **defaults)  # type: ignore[arg-type]
@@ -151,6 +158,33 @@ def test_boot_opens_every_volume_with_the_configured_cryptsetup(world: World, ca
     assert 'OK unlocked volume="root"' in (case / "kmsg").read_text()
     assert not (case / "actions.log").exists()
     assert_no_leak(run, world)
+
+
+def test_the_boot_binds_an_identity_key_kept_in_memory_only(world: World, case: Path) -> None:
+    conf = config(case, world)
+    first = run_agent(argv(case, "boot", conf), world.passphrase)
+    assert first.returncode == 0, first.err
+    key_file = case / "identity" / "tdx-boot-attest" / "identity.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    secret = key_file.read_bytes()
+    public = load_identity(key_file).public_key.hex()
+    # A second run in the same boot (keyscript for another volume) keeps the same key.
+    second = run_agent(argv(case, "keyscript", conf), secret)
+    assert second.returncode == 0, second.err
+    assert key_file.read_bytes() == secret
+    assert second.argv_hits == []
+    rows = sqlite3.connect(world.root / "server" / "verifier.db").execute(
+        "SELECT identity_key FROM boot_attestations WHERE verdict = 'accepted' "
+        "ORDER BY created_at DESC LIMIT 2"
+    )
+    assert [row[0] for row in rows] == [public, public]
+    # The private key is in no file but its own, no log and no output.
+    for run in (first, second):
+        assert secret not in run.stdout + run.stderr
+        assert secret.hex().encode() not in run.stdout + run.stderr
+    assert files_containing(world.root, secret) == []
+    assert files_containing(case, secret) == []
+    assert secret.hex() not in world.server.logs()
 
 
 def test_boot_with_the_hybrid_post_quantum_kem(world: World, case: Path) -> None:

@@ -1,8 +1,8 @@
 """``tdx-boot-agent runtime`` against the real verifier: hotkey-signed and bearer-token auth.
 
-A simulated VM boots (the agent's keyscript, so its IP has a recent boot attestation),
-the miner registers it, then the agent runs the runtime attestation as a systemd timer
-would.
+A simulated VM boots (the agent's keyscript, so its IP has a recent boot attestation and
+the verifier knows its per-boot identity key), the miner registers it, then the agent
+runs the runtime attestation as a systemd timer would.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tests.support.agent_e2e import (
     write_agent_config,
 )
 from tests.support.live_server import LiveServer, simulator_server
+from tests.support.memory import memory_directory
 from tests.support.miner_keys import MinerKey, json_body
 from tests.support.tsm_mount import mounted_tsm
 
@@ -68,11 +69,15 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     with (
         mounted_tsm(state_dir, mount),
         simulator_server(root, state_dir) as server,
+        memory_directory() as run_dir,
     ):
         server.add_image("golden", passphrase=passphrase, quote_file=golden)
         server.cli("miner", "add", miner.hotkey)
         config = write_agent_config(
-            root / "agent.conf", url=server.base_url, tsm_root=mount / "report"
+            root / "agent.conf",
+            url=server.base_url,
+            tsm_root=mount / "report",
+            identity_path=run_dir / "tdx-boot-attest" / "identity.key",
         )
         (root / "cmdline").write_text("quiet\n")
         boot = run_agent(

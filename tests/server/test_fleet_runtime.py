@@ -10,6 +10,7 @@ import base64
 from pathlib import Path
 
 import pytest
+from httpx import Response
 from sqlalchemy import select
 
 from server.db.engine import session_scope
@@ -43,8 +44,10 @@ def status_of(fleet: FleetEnv, key: MinerKey) -> dict[str, object]:
     return body
 
 
-def post_quote(fleet: FleetEnv, key: MinerKey, quote: str, ip: str | None = None) -> object:
-    return fleet.signed("POST", ATTEST, key, {"quote": quote}, **({"ip": ip} if ip else {}))
+def post_body(
+    fleet: FleetEnv, key: MinerKey, body: dict[str, str], ip: str | None = None
+) -> Response:
+    return fleet.signed("POST", ATTEST, key, body, **({"ip": ip} if ip else {}))
 
 
 def test_runtime_nonce_is_bound_to_the_server(registered: FleetEnv, alice: MinerKey) -> None:
@@ -96,46 +99,45 @@ def test_a_nonce_of_another_server_is_a_mismatch(registered: FleetEnv, alice: Mi
     registered.boot(ip="10.20.0.8")
     assert registered.register(alice, "node-2", ip="10.20.0.8").status_code == 201
     other = registered.signed("GET", "/servers/node-2/nonce", alice, ip="10.20.0.8")
-    response = post_quote(registered, alice, registered.runtime_quote(other.json()["nonce"]))
+    response = post_body(registered, alice, registered.runtime_body(SERVER, other.json()["nonce"]))
     assert response.status_code == 403
     assert decoded(response)["reason"] == "nonce_mismatch"
     # The other server's nonce was not consumed by the refusal.
-    quote = registered.runtime_quote(other.json()["nonce"])
-    again = registered.signed(
-        "POST", "/servers/node-2/attestation", alice, {"quote": quote}, ip="10.20.0.8"
-    )
+    body = registered.runtime_body("node-2", other.json()["nonce"], ip="10.20.0.8")
+    again = registered.signed("POST", "/servers/node-2/attestation", alice, body, ip="10.20.0.8")
     assert again.status_code == 200, again.text
 
 
 def test_a_boot_nonce_is_a_mismatch(registered: FleetEnv, alice: MinerKey) -> None:
     boot_nonce = registered.client().get("/servers/nonce").json()["nonce"]
-    response = post_quote(registered, alice, registered.runtime_quote(boot_nonce))
+    response = post_body(registered, alice, registered.runtime_body(SERVER, boot_nonce))
     assert decoded(response)["reason"] == "nonce_mismatch"
 
 
 def test_nonce_unknown_used_and_expired(registered: FleetEnv, alice: MinerKey) -> None:
-    unknown = post_quote(registered, alice, registered.runtime_quote("ab" * 32))
+    unknown = post_body(registered, alice, registered.runtime_body(SERVER, "ab" * 32))
     assert (unknown.status_code, decoded(unknown)["reason"]) == (401, "nonce_unknown")
 
     nonce = registered.signed("GET", NONCE, alice).json()["nonce"]
-    assert post_quote(registered, alice, registered.runtime_quote(nonce)).status_code == 200
-    used = post_quote(registered, alice, registered.runtime_quote(nonce))
+    assert post_body(registered, alice, registered.runtime_body(SERVER, nonce)).status_code == 200
+    used = post_body(registered, alice, registered.runtime_body(SERVER, nonce))
     assert (used.status_code, decoded(used)["reason"]) == (401, "nonce_used")
 
     nonce = registered.signed("GET", NONCE, alice).json()["nonce"]
     registered.clock.advance(601)
-    expired = post_quote(registered, alice, registered.runtime_quote(nonce))
+    expired = post_body(registered, alice, registered.runtime_body(SERVER, nonce))
     assert (expired.status_code, decoded(expired)["reason"]) == (401, "nonce_expired")
 
 
 def test_caller_must_be_the_servers_host(registered: FleetEnv, alice: MinerKey) -> None:
     nonce = registered.signed("GET", NONCE, alice).json()["nonce"]
-    response = post_quote(registered, alice, registered.runtime_quote(nonce), ip="10.20.0.99")
+    body = registered.runtime_body(SERVER, nonce)
+    response = post_body(registered, alice, body, ip="10.20.0.99")
     assert response.status_code == 403
     assert decoded(response)["reason"] == "forbidden"
     assert "10.20.0.99" in decoded(response)["message"]
     # Refused before the nonce was touched: the host can still use it.
-    assert post_quote(registered, alice, registered.runtime_quote(nonce)).status_code == 200
+    assert post_body(registered, alice, body).status_code == 200
 
 
 def test_host_check_can_be_switched_off(make_fleet: FleetFactory) -> None:
@@ -148,16 +150,17 @@ def test_host_check_can_be_switched_off(make_fleet: FleetFactory) -> None:
 
 def test_debug_td_is_refused(registered: FleetEnv, alice: MinerKey) -> None:
     nonce = registered.signed("GET", NONCE, alice).json()["nonce"]
-    quote = registered.runtime_quote(nonce, debug=True)
-    response = post_quote(registered, alice, quote)
+    response = post_body(registered, alice, registered.runtime_body(SERVER, nonce, debug=True))
     assert (response.status_code, decoded(response)["reason"]) == (403, "debug_td")
 
 
 def test_a_tampered_quote_fails_dcap(registered: FleetEnv, alice: MinerKey) -> None:
     nonce = registered.signed("GET", NONCE, alice).json()["nonce"]
-    raw = bytearray(base64.b64decode(registered.runtime_quote(nonce)))
+    body = registered.runtime_body(SERVER, nonce)
+    raw = bytearray(base64.b64decode(body["quote"]))
     raw[200] ^= 1  # inside MRTD: the quote signature no longer covers it
-    response = post_quote(registered, alice, base64.b64encode(bytes(raw)).decode())
+    body["quote"] = base64.b64encode(bytes(raw)).decode()
+    response = post_body(registered, alice, body)
     assert response.status_code == 403
     assert decoded(response)["reason"] == "quote_signature_invalid"
 
@@ -173,9 +176,20 @@ def test_server_without_boot_image_cannot_attest(make_fleet: FleetFactory) -> No
     env = make_fleet(registration_requires_boot_attestation=False)
     key = env.add_miner(MinerKey.from_seed(8))
     env.register(key, SERVER)
+    # No boot: no identity key to hold runtime evidence against.
+    response = env.attest(key, SERVER)
+    assert (response.status_code, decoded(response)["reason"]) == (403, "server_identity_unknown")
+    assert status_of(env, key)["attestation_status"] == "failed"
+
+
+def test_server_without_boot_image_cannot_attest_unbound_either(make_fleet: FleetFactory) -> None:
+    env = make_fleet(
+        registration_requires_boot_attestation=False, runtime_attestation_require_identity=False
+    )
+    key = env.add_miner(MinerKey.from_seed(8))
+    env.register(key, SERVER)
     response = env.attest(key, SERVER)
     assert (response.status_code, decoded(response)["reason"]) == (403, "no_image_registered")
-    assert status_of(env, key)["attestation_status"] == "failed"
 
 
 def test_any_runtime_register_is_not_checked(make_fleet: FleetFactory) -> None:
@@ -276,15 +290,19 @@ def test_runtime_refusal_explained_by_the_event_log_shows_in_the_status(
     assert fleet.boot(profile=profile)["image"] == "evented"
     assert fleet.register(alice, SERVER).status_code == 201
 
-    def attest(components: Components) -> object:
+    def attest(components: Components) -> Response:
         nonce = fleet.signed("GET", NONCE, alice).json()["nonce"]
-        quote = fleet.runtime_quote(nonce, profile_for(direct_boot_events(components)))
-        log = base64.b64encode(direct_boot_log(components)).decode()
-        return fleet.signed("POST", ATTEST, alice, {"quote": quote, "event_log": log})
+        body = fleet.runtime_body(
+            SERVER,
+            nonce,
+            profile_for(direct_boot_events(components)),
+            event_log=direct_boot_log(components),
+        )
+        return fleet.signed("POST", ATTEST, alice, body)
 
-    assert attest(golden).status_code == 200  # type: ignore[attr-defined]
+    assert attest(golden).status_code == 200
     drifted = attest(Components(initrd="initrd rebuilt"))
-    body = decoded(drifted)  # type: ignore[arg-type]
+    body = decoded(drifted)
     assert body["reason"] == "measurement_mismatch"
     assert body["message"].startswith('rtmr2 differs from image evented: "Linux initrd" (initrd) ')
     status = status_of(fleet, alice)
@@ -301,6 +319,6 @@ def test_runtime_refusal_explained_by_the_event_log_shows_in_the_status(
         )
     other_log = base64.b64encode((EVENT_LOGS / "gce-cos113.ccel").read_bytes()[:18101]).decode()
     nonce = fleet.signed("GET", NONCE, alice).json()["nonce"]
-    quote = fleet.runtime_quote(nonce, profile)
-    mismatch = fleet.signed("POST", ATTEST, alice, {"quote": quote, "event_log": other_log})
+    body = {**fleet.runtime_body(SERVER, nonce, profile), "event_log": other_log}
+    mismatch = fleet.signed("POST", ATTEST, alice, body)
     assert decoded(mismatch)["reason"] == "event_log_mismatch"

@@ -71,9 +71,14 @@ def write_agent_config(
     extra_boot: str = "",
     kem: str | None = None,
     event_log: Path | None = None,
+    identity_path: Path | None = None,
 ) -> Path:
-    """An agent.conf for tests: --test-passphrase cryptsetup, recorded failure actions;
-    ``event_log`` is where the agent reads the firmware event log (CCEL)."""
+    """An agent.conf for tests: --test-passphrase cryptsetup, recorded failure actions.
+
+    ``event_log`` is where the agent reads the firmware event log (CCEL);
+    ``identity_path`` where this "VM" keeps its per-boot identity key (it must be on
+    tmpfs: see tests.support.memory); the agent's default, /run, may be on disk here.
+    """
     lines = ["[server]", f"url = {url}"]
     if url.startswith("http://"):
         lines.append("allow_http = true")
@@ -81,6 +86,8 @@ def write_agent_config(
         lines.append(f"ca_bundle = {ca_bundle}")
     if kem is not None:
         lines.append(f"kem = {kem}")
+    if identity_path is not None:
+        lines += ["[identity]", f"path = {identity_path}"]
     lines += ["[tsm]", f"root = {tsm_root}", "[boot]", f"deadline = {deadline}"]
     lines += [f"on_failure = {on_failure}", f"device_timeout = {device_timeout}"]
     lines += ["connect_timeout = 2", "read_timeout = 20"]

@@ -15,11 +15,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
 
+from agent.identity import Identity
+from agent.protocol import (
+    Kem,
+    boot_report_data,
+    runtime_report_data,
+    runtime_signature_message,
+)
 from server.app import create_app
 from server.context import ServerContext
 from server.db.engine import session_scope
@@ -35,6 +43,11 @@ from tests.support.sim_server import new_passphrase
 IMAGE_NAME = "fleet-image"
 RUNTIME_RTMR3 = "3a" * 48
 HOST_IP = "10.20.0.7"
+
+
+def new_identity() -> Identity:
+    """A TD's per-boot identity key pair, as a v2 agent makes one (kept in this process)."""
+    return Identity(Ed25519PrivateKey.generate(), Path("/run/tdx-boot-attest/identity.key"))
 
 
 class FrozenClock:
@@ -64,6 +77,8 @@ class FleetEnv:
     boot_profile: SimProfile
     runtime_profile: SimProfile
     clients: dict[str, TestClient] = field(default_factory=dict)
+    # The identity of the newest v2 boot from each address (what registration binds).
+    identities: dict[str, Identity] = field(default_factory=dict)
 
     @property
     def ctx(self) -> ServerContext:
@@ -95,32 +110,87 @@ class FleetEnv:
 
     # --- the VM ----------------------------------------------------------------------------
 
-    def boot(self, ip: str = HOST_IP, profile: SimProfile | None = None) -> dict[str, Any]:
-        """A real boot attestation from ``ip``; returns the response JSON (asserts 200)."""
+    def boot(
+        self,
+        ip: str = HOST_IP,
+        profile: SimProfile | None = None,
+        *,
+        legacy: bool = False,
+        identity: Identity | None = None,
+    ) -> dict[str, Any]:
+        """A real boot attestation from ``ip``; returns the response JSON (asserts 200).
+
+        By default a v2 boot with a fresh identity key (or ``identity``), remembered as
+        the identity of ``ip``; ``legacy``: a v1.1 agent's boot, without one.
+        """
         client = self.client(ip)
-        nonce = client.get("/servers/nonce").json()["nonce"]
+        nonce = bytes.fromhex(client.get("/servers/nonce").json()["nonce"])
         public_key = X25519PrivateKey.generate().public_key().public_bytes_raw()
-        report_data = bytes.fromhex(nonce) + hashlib.sha256(public_key).digest()
+        body = {"public_key": base64.b64encode(public_key).decode()}
+        if legacy:
+            report_data = nonce + hashlib.sha256(public_key).digest()
+        else:
+            identity = identity or new_identity()
+            report_data = boot_report_data(nonce, Kem.X25519, public_key, identity.public_key)
+            body["identity_key"] = base64.b64encode(identity.public_key).decode()
         quote = self.state.make_quote(report_data, profile or self.boot_profile)
+        body["quote"] = base64.b64encode(quote).decode()
         response = client.post(
-            "/servers/boot/attestation",
-            headers={"X-Chutes-Nonce": nonce},
-            json={
-                "quote": base64.b64encode(quote).decode(),
-                "public_key": base64.b64encode(public_key).decode(),
-            },
+            "/servers/boot/attestation", headers={"X-Chutes-Nonce": nonce.hex()}, json=body
         )
         assert response.status_code == 200, response.text
+        if identity is not None:
+            self.identities[ip] = identity
         result: dict[str, Any] = response.json()
         return result
 
     def runtime_quote(
-        self, nonce_hex: str, profile: SimProfile | None = None, *, debug: bool = False
+        self,
+        nonce_hex: str,
+        profile: SimProfile | None = None,
+        *,
+        debug: bool = False,
+        identity: Identity | None = None,
     ) -> str:
-        """Base64 quote with REPORTDATA = nonce || zeros, measured as ``profile``."""
-        report_data = bytes.fromhex(nonce_hex) + bytes(32)
+        """Base64 quote measured as ``profile`` whose REPORTDATA binds ``identity`` (v2), or
+        is nonce || zeros without one (v1.1)."""
+        nonce = bytes.fromhex(nonce_hex)
+        report_data = (
+            runtime_report_data(nonce, identity.public_key)
+            if identity is not None
+            else nonce + bytes(32)
+        )
         quote = self.state.make_quote(report_data, profile or self.runtime_profile, debug=debug)
         return base64.b64encode(quote).decode()
+
+    def runtime_body(
+        self,
+        server_id: str,
+        nonce_hex: str,
+        profile: SimProfile | None = None,
+        *,
+        ip: str = HOST_IP,
+        debug: bool = False,
+        legacy: bool = False,
+        identity: Identity | None = None,
+        event_log: bytes | None = None,
+    ) -> dict[str, str]:
+        """The body a v2 agent posts: a quote binding ``identity`` (default: the one of the
+        newest boot from ``ip``, else from HOST_IP) and that key's signature; ``legacy``,
+        or no boot with an identity at all: the v1.1 body."""
+        body: dict[str, str] = {}
+        identity = identity or self.identities.get(ip) or self.identities.get(HOST_IP)
+        if legacy or identity is None:
+            body["quote"] = self.runtime_quote(nonce_hex, profile, debug=debug)
+        else:
+            body["quote"] = self.runtime_quote(nonce_hex, profile, debug=debug, identity=identity)
+            message = runtime_signature_message(
+                server_id, bytes.fromhex(nonce_hex), base64.b64decode(body["quote"])
+            )
+            body["identity_signature"] = base64.b64encode(identity.sign(message)).decode()
+        if event_log is not None:
+            body["event_log"] = base64.b64encode(event_log).decode()
+        return body
 
     # --- the miner -------------------------------------------------------------------------
 
@@ -160,15 +230,22 @@ class FleetEnv:
         return self.signed("POST", "/servers/", key, server_args(server_id, ip, gpus=gpus), ip=ip)
 
     def attest(
-        self, key: MinerKey, server_id: str, profile: SimProfile | None = None, *, ip: str = HOST_IP
+        self,
+        key: MinerKey,
+        server_id: str,
+        profile: SimProfile | None = None,
+        *,
+        ip: str = HOST_IP,
+        legacy: bool = False,
+        identity: Identity | None = None,
     ) -> Response:
-        """Fetch a runtime nonce and post a runtime quote for it."""
+        """Fetch a runtime nonce and post a runtime attestation for it (v2 unless ``legacy``)."""
         nonce = self.signed("GET", f"/servers/{server_id}/nonce", key, ip=ip)
         assert nonce.status_code == 200, nonce.text
-        quote = self.runtime_quote(nonce.json()["nonce"], profile)
-        return self.signed(
-            "POST", f"/servers/{server_id}/attestation", key, {"quote": quote}, ip=ip
+        body = self.runtime_body(
+            server_id, nonce.json()["nonce"], profile, ip=ip, legacy=legacy, identity=identity
         )
+        return self.signed("POST", f"/servers/{server_id}/attestation", key, body, ip=ip)
 
 
 def gpu(index: int, server_id: str = "node-1") -> dict[str, Any]:
