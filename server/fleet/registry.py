@@ -23,7 +23,7 @@ from agent.protocol import Reason
 from server.db.fleet import RuntimeAttestation, Server, ServerGpu
 from server.db.models import BootAttestation, Nonce
 from server.errors import Conflict, Forbidden, NotFound
-from server.fleet.schemas import NodeArgs, ServerArgs
+from server.fleet.schemas import NodeArgs, ServerArgs, normalise_gpu_uuid
 
 ACCEPTED = "accepted"
 
@@ -91,7 +91,8 @@ def register_server(
 def _same_registration(existing: Server, miner: str, args: ServerArgs) -> Server:
     if existing.miner_hotkey != miner:
         raise Conflict(f"server id {args.id} is registered by another miner")
-    registered = {gpu.uuid: gpu.device_index for gpu in existing.gpus}
+    # Rows from before uuids were stored canonically are compared in canonical form too.
+    registered = {normalise_gpu_uuid(gpu.uuid): gpu.device_index for gpu in existing.gpus}
     requested = {gpu.uuid: gpu.device_index for gpu in args.gpus}
     if existing.host != args.host or registered != requested:
         raise Conflict(

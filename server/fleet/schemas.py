@@ -6,7 +6,14 @@ import ipaddress
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 # k8s node uids are UUIDs; ids stay short and path-safe, and never shadow a fixed route.
 SERVER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -23,14 +30,36 @@ PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 ShortText = Annotated[
     str, StringConstraints(min_length=1, max_length=255, pattern=PRINTABLE_PATTERN)
 ]
-GpuUuid = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=PRINTABLE_PATTERN)]
+# A GPU uuid is printable ASCII without spaces (nvidia-smi prints "GPU-8d6f...").
+GpuUuid = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[!-~]+$")]
+GPU_UUID_PREFIXES = frozenset({"GPU", "MIG"})
 AttestationStatus = Literal["never_attested", "verified", "failed", "stale"]
 
 
-class NodeArgs(BaseModel):
-    """One GPU of the server, as the miner reports it."""
+def normalise_gpu_uuid(value: str) -> str:
+    """NVIDIA's form of a GPU uuid: the ``GPU-``/``MIG-`` prefix upper case, the rest lower
+    case (hex digits); any other uuid lower case. Raises nothing."""
+    prefix, dash, rest = value.partition("-")
+    if dash and prefix.upper() in GPU_UUID_PREFIXES:
+        return f"{prefix.upper()}-{rest.lower()}"
+    return value.lower()
 
-    uuid: GpuUuid = Field(description="GPU UUID (unique across every registered server)")
+
+class NodeArgs(BaseModel):
+    """One GPU of the server, as the miner reports it.
+
+    Fields are strict: a number must be a JSON number (``"9"`` is refused, and an integer
+    field refuses ``9.0`` and ``true``), a flag must be ``true`` or ``false``. The uuid is
+    stored in its canonical form (normalise_gpu_uuid), so ``gpu-AB...`` and ``GPU-ab...``
+    are the same GPU.
+    """
+
+    model_config = ConfigDict(strict=True)
+
+    uuid: GpuUuid = Field(
+        description="GPU UUID (unique across every registered server; compared and stored "
+        "in NVIDIA's form: GPU-/MIG- prefix upper case, the rest lower case)"
+    )
     name: ShortText = Field(description="GPU model name")
     memory: int = Field(gt=0, le=2**50, description="Memory in bytes")
     clock_rate: float = Field(gt=0, le=1e12, description="Clock rate (MHz or Hz)")
@@ -42,6 +71,11 @@ class NodeArgs(BaseModel):
     max_threads_per_processor: int | None = Field(default=None, ge=0, lt=10**6)
     concurrent_kernels: bool | None = None
     ecc: bool | None = None
+
+    @field_validator("uuid")
+    @classmethod
+    def _canonical_uuid(cls, value: str) -> str:
+        return normalise_gpu_uuid(value)
 
     @field_validator("clock_rate")
     @classmethod

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import select
 
 from server.db.engine import session_scope
 from server.db.fleet import RuntimeAttestation, ServerGpu
 from server.db.models import Nonce
+from tests.conftest import REPO_ROOT
 from tests.support.fleet_env import (
     HOST_IP,
     IMAGE_NAME,
@@ -221,3 +224,38 @@ def test_delete_removes_server_gpus_and_nonces_and_keeps_the_audit(
     status = fleet.signed("GET", "/servers/node-1/attestation/status", bob).json()
     assert status["attestation_status"] == "never_attested"
     assert status["last_attestation"] is None
+
+
+def test_gpu_uuids_are_stored_in_one_canonical_form(
+    fleet: FleetEnv, alice: MinerKey, bob: MinerKey
+) -> None:
+    fleet.boot()
+    args = server_args("node-1")
+    args["gpus"][0]["uuid"] = "gpu-8D6F0A1B-77C2-4E11-9D0F-AB12CD34EF56"
+    response = fleet.signed("POST", "/servers/", alice, args)
+    assert response.status_code == 201, response.text
+    assert response.json()["gpus"][0]["uuid"] == "GPU-8d6f0a1b-77c2-4e11-9d0f-ab12cd34ef56"
+    # The same GPU in another case is the same GPU: taken by node-1.
+    fleet.boot(ip="10.20.0.8")
+    other = server_args("node-2", "10.20.0.8")
+    other["gpus"][0]["uuid"] = "GPU-8d6f0a1b-77c2-4e11-9d0f-ab12cd34ef56"
+    taken = fleet.signed("POST", "/servers/", bob, other, ip="10.20.0.8")
+    assert (taken.status_code, decoded(taken)["reason"]) == (409, "conflict")
+    # Registering node-1 again with the uuid in yet another case is the same registration.
+    args["gpus"][0]["uuid"] = "Gpu-8d6f0a1b-77C2-4e11-9d0f-ab12cd34ef56"
+    again = fleet.signed("POST", "/servers/", alice, args)
+    assert again.status_code == 201, again.text
+    assert again.json()["created_at"] == response.json()["created_at"]
+
+
+def test_the_chutes_style_body_of_the_fleet_guide_registers(
+    fleet: FleetEnv, alice: MinerKey
+) -> None:
+    """The registration body shown in docs/fleet.md, exactly as written there."""
+    text = (REPO_ROOT / "docs" / "fleet.md").read_text(encoding="utf-8")
+    block = text.split("POST /servers/\n", 1)[1].split("```", 1)[0]
+    body = json.loads(block)
+    fleet.boot(ip=body["host"])
+    response = fleet.signed("POST", "/servers/", alice, body, ip=body["host"])
+    assert response.status_code == 201, response.text
+    assert response.json()["gpus"][0]["uuid"] == body["gpus"][0]["uuid"]

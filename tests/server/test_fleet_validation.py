@@ -86,6 +86,20 @@ BAD_SERVER_ARGS: list[tuple[str, Any, str]] = [
     ("gpu max_threads negative", with_gpu_field(THREADS, -1), THREADS),
     ("gpu concurrent_kernels not bool", with_gpu_field(KERNELS, "x"), KERNELS),
     ("gpu ecc not bool", with_gpu_field("ecc", [True]), "ecc"),
+    # NodeArgs is strict: no coercion of text to numbers or flags, nor between them.
+    ("gpu memory numeric text", with_gpu_field("memory", "85899345920"), "memory"),
+    ("gpu memory a flag", with_gpu_field("memory", True), "memory"),
+    ("gpu clock_rate numeric text", with_gpu_field("clock_rate", "1980.0"), "clock_rate"),
+    ("gpu device_index a float", with_gpu_field("device_index", 0.0), "device_index"),
+    ("gpu major numeric text", with_gpu_field("major", "9"), "major"),
+    ("gpu processors a flag", with_gpu_field("processors", False), "processors"),
+    ("gpu sxm yes", with_gpu_field("sxm", "yes"), "sxm"),
+    ("gpu ecc one", with_gpu_field("ecc", 1), "ecc"),
+    ("gpu concurrent_kernels true text", with_gpu_field(KERNELS, "true"), KERNELS),
+    ("gpu uuid with a space", with_gpu_field("uuid", "GPU-ab cd"), "uuid"),
+    ("gpu uuid not ascii", with_gpu_field("uuid", "GPU-\u00e9"), "uuid"),
+    ("gpus same uuid in two cases", with_gpus(
+        {**gpu(0), "uuid": "GPU-ab12"}, {**gpu(1), "uuid": "gpu-AB12"}), "uuid"),
 ]  # fmt: skip
 
 
