@@ -97,6 +97,8 @@ def test_golden_measurements_unlock_the_root_disk(vm_world: VmWorld, dracut_imag
     attempt = vm_world.last_attempt()
     assert (attempt.image, attempt.verdict) == (IMAGE, "accepted")
     assert attempt.event_log_bytes, "the agent must have sent the firmware event log"
+    # The per-boot identity key: mode 0600, on /run's tmpfs (switch_root carries it over).
+    assert "tdx-vm-test: identity=600 run=tmpfs" in result.console, result.describe()
     unlocked = result.kernel_time("tdx-boot-attest: OK unlocked")
     marker = result.kernel_time("tdx-vm-test: marker=")
     assert unlocked is not None and marker is not None, result.describe()

@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 BASE_CMDLINE = "console=ttyS0 root=/dev/mapper/root ro ip=dhcp panic=-1 printk.time=1"
 IMAGE = "it-golden"
+IDENTITY_IN_MEMORY = "tdx-vm-test: identity=600 run=tmpfs"
 
 
 def build(vm_world: VmWorld, name: str, **env: str) -> Path:
@@ -78,6 +79,8 @@ def test_golden_measurements_unlock_the_root_disk(vm_world: VmWorld, test_initra
     attempt = vm_world.last_attempt()
     assert (attempt.image, attempt.verdict) == (IMAGE, "accepted")
     assert attempt.event_log_bytes, "the agent must have sent the firmware event log"
+    # The per-boot identity key: mode 0600, on /run's tmpfs (init moves /run to the root).
+    assert IDENTITY_IN_MEMORY in result.console, result.describe()
 
     started = result.kernel_time("tdx-boot-attest: agent starting")
     released = result.kernel_time("tdx-boot-attest: OK key released")
@@ -155,3 +158,4 @@ def test_crypttab_keyscript_mode_unlocks_the_root_disk(vm_world: VmWorld) -> Non
     attempt = vm_world.last_attempt()
     assert (attempt.image, attempt.verdict) == ("it-keyscript", "accepted")
     assert attempt.event_log_bytes, "the keyscript must have sent the firmware event log"
+    assert IDENTITY_IN_MEMORY in result.console, result.describe()

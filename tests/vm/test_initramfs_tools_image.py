@@ -39,6 +39,9 @@ def test_product_image_carries_the_agent_and_nothing_of_the_simulator(
         "opt/tdx-boot-attest/bin/python",
         "opt/tdx-boot-attest/pyvenv.cfg",
         "opt/tdx-boot-attest/lib/python3.11/site-packages/agent/cli.py",
+        "opt/tdx-boot-attest/lib/python3.11/site-packages/agent/identity.py",
+        "opt/tdx-boot-attest/lib/python3.11/site-packages/cryptography/hazmat/primitives/"
+        "asymmetric/ed25519.py",
         "opt/tdx-boot-attest/lib/python3.11/site-packages/cryptography/__init__.py",
         "opt/tdx-boot-attest/libexec/keyscript",
         "etc/tdx-boot-attest/agent.conf",

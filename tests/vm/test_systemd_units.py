@@ -63,3 +63,16 @@ def test_runtime_timer_drives_the_runtime_service() -> None:
     assert "--hotkey-file /etc/tdx-boot-attest/hotkey.json" in service["Service"]["ExecStart"]
     assert timer["Install"]["WantedBy"] == "timers.target"
     assert timer["Timer"]["OnUnitActiveSec"]
+
+
+def test_runtime_service_reads_the_boots_identity_key_and_cannot_change_it() -> None:
+    service = read_unit("tdx-attest-runtime.service")["Service"]
+    # The key lives in /run (a tmpfs the initrd carries over): the service must see the
+    # real /run, read-only, and must not pass the key (or its path's contents) along.
+    assert service["ProtectSystem"] == "strict"
+    writable = service.get("ReadWritePaths", "").split()
+    assert not any(p.lstrip("-").startswith("/run") for p in writable)
+    for hiding in ("TemporaryFileSystem", "InaccessiblePaths", "PrivateMounts"):
+        assert "/run" not in service.get(hiding, ""), f"{hiding} hides /run"
+    assert "identity" not in service["ExecStart"]
+    assert "Environment" not in service

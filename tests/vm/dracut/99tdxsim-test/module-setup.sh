@@ -41,7 +41,7 @@ install() {
         dfatal "tdxsim-test: cannot install $failed"
         return 1
     fi
-    inst_multiple sleep cat grep
+    inst_multiple sleep cat grep stat
     inst_script "$moddir/tdxsim-start.sh" /usr/lib/tdxsim-test/tdxsim-start
     inst_script "$moddir/show-marker.sh" /usr/lib/tdxsim-test/show-marker
     inst_simple "$moddir/tdxsim-test.service" "$systemdsystemunitdir/tdxsim-test.service"
