@@ -103,10 +103,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 @pytest.fixture
-def case(world: World, tmp_path: Path) -> Iterator[Path]:
-    """A per-test directory; afterwards no file of the module or test holds the key."""
+def case(world: World, tmp_path: Path, memory_dir: Path) -> Iterator[Path]:
+    """A per-test directory; afterwards no file of the module or test holds the key.
+
+    ``identity`` in it links to a tmpfs directory: the VM's /run, for its identity key.
+    """
     (tmp_path / "cmdline").write_text("BOOT_IMAGE=/vmlinuz quiet\n")
     (tmp_path / "kmsg").touch()
+    (tmp_path / "identity").symlink_to(memory_dir)
     yield tmp_path
     assert files_containing(world.root, world.passphrase) == []
     assert files_containing(tmp_path, world.passphrase) == []
@@ -122,6 +126,7 @@ def boot(world: World, case: Path, mount: Path, event_log: Path | None) -> Agent
         on_failure="poweroff",
         actions_log=case / "actions.log",
         event_log=event_log,
+        identity_path=case / "identity" / "tdx-boot-attest" / "identity.key",
     )
     run = run_agent(agent_argv("boot", config, case / "cmdline", case / "kmsg"), world.passphrase)
     assert run.argv_hits == []
