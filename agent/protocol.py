@@ -366,11 +366,19 @@ def b64encode(data: bytes) -> str:
 
 
 def b64decode(text: str, field: str, reason: Reason = Reason.REQUEST_INVALID) -> bytes:
-    """Strictly decode standard base64 (no whitespace, no URL alphabet).
+    """Strictly decode standard base64: the one text ``b64encode`` makes for the bytes.
 
-    Raises ProtocolError(``reason``) naming ``field`` when ``text`` is not valid base64.
+    No whitespace, no URL alphabet, padding exactly as needed (none missing, none extra)
+    and zero bits after the last byte. Raises ProtocolError(``reason``) naming ``field``
+    when ``text`` is not such base64.
     """
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
+        encoded = text.encode("ascii")
+        raw = base64.b64decode(encoded, validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError):
         raise ProtocolError(reason, f"{field} is not valid standard base64") from None
+    # The decoder tolerates padding after a complete group ("QUJD=") and stray low bits
+    # ("QR=="); a second spelling of the same bytes is refused rather than normalised.
+    if base64.b64encode(raw) != encoded:
+        raise ProtocolError(reason, f"{field} is not canonical standard base64 (extra padding?)")
+    return raw

@@ -131,3 +131,29 @@ def test_request_signing_forms() -> None:
         "5Abc", "17", b"", scope=SignatureScope.REQUEST, method="GET", path="/servers/n"
     )
     assert as_get != scoped
+
+
+@pytest.mark.parametrize("data", [b"", b"A", b"AB", b"ABC", bytes(range(256))])
+def test_base64_round_trip(data: bytes) -> None:
+    assert protocol.b64decode(protocol.b64encode(data), "field") == data
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "QUJD=",  # padding after a complete group
+        "QUJD====",
+        "QQ===",  # one pad too many
+        "QQ",  # padding missing
+        "QR==",  # non-zero bits after the last byte
+        "QU JD",  # whitespace
+        "QUJD\n",
+        "-_-_",  # URL-safe alphabet
+        "QUJ\u00e9",  # not ASCII
+    ],
+)
+def test_base64_that_is_not_the_canonical_text_is_refused(text: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        protocol.b64decode(text, "quote", Reason.QUOTE_MALFORMED)
+    assert caught.value.reason is Reason.QUOTE_MALFORMED
+    assert "quote" in str(caught.value)

@@ -340,3 +340,27 @@ def test_low_order_public_key_is_a_422_not_a_500(srv: SimServer) -> None:
         headers={"X-Chutes-Nonce": nonce.hex()},
     )
     assert_refused(response, 422, "public_key_invalid")
+
+
+def test_quote_with_excess_base64_padding(srv: SimServer) -> None:
+    quote, nonce, key = honest_quote(srv)
+    text = base64.b64encode(quote).decode()
+    padded = text + "="
+    response = post_quote(srv.client, padded, key, nonce.hex())
+    assert_refused(response, 422, "quote_malformed")
+
+
+def test_chunked_body_over_the_limit_without_content_length(srv: SimServer) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"quote": "'
+        for _ in range(32):
+            yield b"A" * 65536
+        yield b'", "public_key": ""}'
+
+    response = srv.client.post(
+        "/servers/boot/attestation",
+        content=chunks(),
+        headers={"content-type": "application/json", "X-Chutes-Nonce": "00" * 32},
+    )
+    assert "content-length" not in {k.lower() for k in response.request.headers}
+    assert_refused(response, 422, "quote_too_large")

@@ -1,0 +1,90 @@
+"""The real server process under hostile input: every answer is a clear 4xx with its reason."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tdxsim.state import SimState
+from tests.support.boot_client import AgentKey, expected_report_data, get_nonce, post_quote
+from tests.support.databases import DB_KINDS, create_postgres_database, drop_postgres_database
+from tests.support.live_server import LiveServer, live_server
+
+pytestmark = pytest.mark.slow
+PASSPHRASE = b"luks-pw-reliability-5d1e0c"
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> SimState:
+    return SimState.init(tmp_path_factory.mktemp("sim") / "state", seed=5)
+
+
+@pytest.fixture(scope="module", params=DB_KINDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sim: SimState
+) -> Iterator[LiveServer]:
+    """One live server per database kind for the whole module."""
+    workdir = tmp_path_factory.mktemp(f"srv-{request.param}")
+    if request.param == "sqlite":
+        url, drop = f"sqlite:///{workdir / 'verifier.db'}", None
+    else:
+        url = create_postgres_database()
+        drop = url
+    golden = workdir / "golden.quote"
+    golden.write_bytes(sim.make_quote(bytes(64)))
+    try:
+        with live_server(
+            workdir,
+            url,
+            trust_root=sim.path / "root_ca.der",
+            collateral_file=sim.path / "collateral.json",
+        ) as live:
+            live.add_image("golden", passphrase=PASSPHRASE, quote_file=golden)
+            yield live
+    finally:
+        if drop is not None:
+            drop_postgres_database(drop)
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=60) as http:
+        yield http
+
+
+def _refusal(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["detail"] == f"{body['reason']}: {body['message']}"
+    return str(body["reason"])
+
+
+def test_quote_with_excess_base64_padding_is_malformed(client: httpx.Client, sim: SimState) -> None:
+    key = AgentKey.generate()
+    nonce = get_nonce(client)
+    text = base64.b64encode(sim.make_quote(expected_report_data(nonce, key))).decode()
+    response = post_quote(client, text + "=", key, nonce.hex())
+    assert _refusal(response, 422) == "quote_malformed"
+    # The attempt did not spend the nonce: the honest retry with it succeeds.
+    retry = post_quote(client, text, key, nonce.hex())
+    assert retry.status_code == 200, retry.text
+    assert key.open(retry.json()["sealed_key"], nonce) == PASSPHRASE
+
+
+def test_chunked_body_over_the_limit_is_quote_too_large(client: httpx.Client) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"quote": "'
+        for _ in range(32):
+            yield b"A" * 65536
+        yield b'", "public_key": ""}'
+
+    response = client.post(
+        "/servers/boot/attestation",
+        content=chunks(),
+        headers={"content-type": "application/json", "X-Chutes-Nonce": "00" * 32},
+    )
+    assert "content-length" not in {name.lower() for name in response.request.headers}
+    assert _refusal(response, 422) == "quote_too_large"
