@@ -86,6 +86,7 @@ class Reason(enum.StrEnum):
     TCB_STATUS_REJECTED = "tcb_status_rejected"
     COLLATERAL_UNAVAILABLE = "collateral_unavailable"
     DEBUG_TD = "debug_td"
+    TD_ATTRIBUTES_REJECTED = "td_attributes_rejected"
     MEASUREMENT_MISMATCH = "measurement_mismatch"
     EVENT_LOG_INVALID = "event_log_invalid"
     EVENT_LOG_MISMATCH = "event_log_mismatch"

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tdxsim.profile import Profile
 from tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, expected_report_data, get_nonce, post_quote
 from tests.support.databases import DB_KINDS, create_postgres_database, drop_postgres_database
@@ -88,3 +89,25 @@ def test_chunked_body_over_the_limit_is_quote_too_large(client: httpx.Client) ->
     )
     assert "content-length" not in {name.lower() for name in response.request.headers}
     assert _refusal(response, 422) == "quote_too_large"
+
+
+def _boot(client: httpx.Client, sim: SimState, profile: Profile | None, **kw: object) -> str:
+    key = AgentKey.generate()
+    nonce = get_nonce(client)
+    quote = sim.make_quote(expected_report_data(nonce, key), profile, **kw)  # type: ignore[arg-type]
+    return _refusal(post_quote(client, quote, key, nonce.hex()), 403)
+
+
+def test_quoting_enclave_below_every_level_is_a_tcb_refusal(
+    client: httpx.Client, sim: SimState
+) -> None:
+    assert _boot(client, sim, None, qe_isvsvn=1) == "tcb_status_rejected"
+
+
+def test_td_without_sept_ve_disable_is_an_attributes_refusal(
+    client: httpx.Client, sim: SimState
+) -> None:
+    attributes = int.from_bytes(bytes.fromhex(Profile.default().td_attributes), "little")
+    cleared = (attributes & ~(1 << 28)).to_bytes(8, "little").hex()
+    profile = Profile.default().replace(td_attributes=cleared)
+    assert _boot(client, sim, profile) == "td_attributes_rejected"

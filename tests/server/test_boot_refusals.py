@@ -364,3 +364,17 @@ def test_chunked_body_over_the_limit_without_content_length(srv: SimServer) -> N
     )
     assert "content-length" not in {k.lower() for k in response.request.headers}
     assert_refused(response, 422, "quote_too_large")
+
+
+def test_quoting_enclave_below_every_tcb_level(srv: SimServer) -> None:
+    response, _, _ = srv.boot(quote_kw={"qe_isvsvn": 1})
+    message = assert_refused(response, 403, "tcb_status_rejected")
+    assert "QE ISVSVN" in message
+
+
+def test_td_without_sept_ve_disable(srv: SimServer) -> None:
+    attributes = int.from_bytes(bytes.fromhex(Profile.default().td_attributes), "little")
+    cleared = (attributes & ~(1 << 28)).to_bytes(8, "little").hex()
+    response, _, _ = srv.boot(Profile.default().replace(td_attributes=cleared))
+    message = assert_refused(response, 403, "td_attributes_rejected")
+    assert "SEPT_VE_DISABLE" in message
