@@ -24,6 +24,7 @@ from agent.protocol import (
     nonce_from_hex,
     parse_kem,
 )
+from server.bookkeeping import NO_BOOKKEEPING, Bookkeeping, check_bookkeeping, storable_text
 from server.context import ServerContext
 from server.dcap import DcapVerdict, verify_dcap
 from server.errors import AttestationRefused, NonceRejected, RequestInvalid, ServerError
@@ -43,6 +44,7 @@ from server.quote import TdQuote, parse_td_quote
 ATTESTATION_LOG = logging.getLogger("tdx_attest.attestation")
 # Base64 of MAX_QUOTE_BYTES, plus padding: longer text is refused before decoding.
 MAX_QUOTE_BASE64_CHARS = 4 * ((MAX_QUOTE_BYTES + 2) // 3)
+CLIENT_IP_MAX_CHARS = 64
 
 
 class CollateralFetchNeeded(Exception):
@@ -89,6 +91,7 @@ class _Attempt:
     event_log_raw: bytes | None = None
     event_log: EventLogEvidence | None = None
     identity_key: bytes | None = None
+    bookkeeping: Bookkeeping = NO_BOOKKEEPING
 
 
 def attest_boot(
@@ -123,6 +126,7 @@ def _run_steps(
     # Input checks and the collateral lookup come before the nonce is spent, so a retry
     # after a malformed request or missing collateral can reuse it. The quote's contents
     # (attributes, measurements, REPORTDATA) are trusted only once DCAP has verified it.
+    attempt.bookkeeping = check_bookkeeping(request.bookkeeping, ctx.settings.bookkeeping_limits)
     nonce = _step1_nonce_from_header(request.nonce_header)
     attempt.nonce = nonce.hex()
     kem, public_key_raw, public_key = _step2_public_key(request, attempt)
@@ -294,8 +298,8 @@ def _finish(
         created_at=now,
         verdict=verdict,
         reason=reason,
-        message=None if refusal is None else refusal.message,
-        client_ip=request.client_ip,
+        message=None if refusal is None else storable_text(refusal.message),
+        client_ip=storable_text(request.client_ip, CLIENT_IP_MAX_CHARS),
         nonce=attempt.nonce,
         image_id=attempt.image.id if attempt.image is not None else None,
         image_name=image_name,
@@ -312,10 +316,8 @@ def _finish(
         rtmr3=quote.rtmrs[3] if quote else None,
         public_key_sha256=attempt.public_key_sha256,
         kem=attempt.kem,
-        vm_name=_vm_name(request.bookkeeping),
-        bookkeeping=json.dumps(request.bookkeeping, sort_keys=True)
-        if request.bookkeeping
-        else None,
+        vm_name=attempt.bookkeeping.vm_name,
+        bookkeeping=attempt.bookkeeping.json_text,
         latency_ms=latency * 1000,
     )
     ctx.boot_store.record_attempt(row)
@@ -337,11 +339,6 @@ def _differences_json(refusal: ServerError | None) -> str | None:
     if refusal is None or "differences" not in refusal.details:
         return None
     return json.dumps(refusal.details["differences"], sort_keys=True)
-
-
-def _vm_name(bookkeeping: dict[str, Any]) -> str | None:
-    value = bookkeeping.get("vm_name")
-    return str(value)[:255] if value is not None else None
 
 
 def log_attestation(

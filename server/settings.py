@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server.bookkeeping import BookkeepingLimits
 from server.errors import ConfigurationError
 from server.platform_policy import PlatformPolicy
 
@@ -59,6 +60,8 @@ class Settings:
     td_attributes_value: str = ""
     td_attributes_mask: str = ""
     minimum_tee_tcb_svn: str = ""
+    bookkeeping_max_fields: int = 16
+    bookkeeping_max_bytes: int = 4096
     # Fleet side: miner authentication, server registry, runtime attestation (docs/fleet.md).
     auth_window_seconds: int = 600
     # Refuse hotkey signatures in the Chutes form (hotkey, timestamp, body): require the
@@ -85,6 +88,8 @@ class Settings:
         if self.collateral_refresh_margin_seconds < 0:
             raise ConfigurationError("collateral_refresh_margin_seconds must not be negative")
         for name in (
+            "bookkeeping_max_fields",
+            "bookkeeping_max_bytes",
             "auth_window_seconds",
             "registration_boot_window_seconds",
             "runtime_attestation_stale_seconds",
@@ -103,6 +108,11 @@ class Settings:
             td_attributes_mask=self.td_attributes_mask,
             minimum_tee_tcb_svn=self.minimum_tee_tcb_svn,
         )
+
+    @property
+    def bookkeeping_limits(self) -> BookkeepingLimits:
+        """The caps on the bookkeeping fields stored with a boot attempt. Raises nothing."""
+        return BookkeepingLimits(self.bookkeeping_max_fields, self.bookkeeping_max_bytes)
 
     @classmethod
     def load(

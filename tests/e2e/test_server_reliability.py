@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import base64
+import json
+import secrets
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from server.db.engine import make_engine, make_sessionmaker, session_scope
+from server.db.models import BootAttestation
 from tdxsim.profile import Profile
 from tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, expected_report_data, get_nonce, post_quote
@@ -111,3 +116,39 @@ def test_td_without_sept_ve_disable_is_an_attributes_refusal(
     cleared = (attributes & ~(1 << 28)).to_bytes(8, "little").hex()
     profile = Profile.default().replace(td_attributes=cleared)
     assert _boot(client, sim, profile) == "td_attributes_rejected"
+
+
+def _audit_rows(server: LiveServer) -> list[tuple[str | None, str | None, str | None]]:
+    engine = make_engine(server.env["TDX_ATTEST_DATABASE_URL"], pool_size=1)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            rows = session.execute(
+                select(
+                    BootAttestation.reason, BootAttestation.message, BootAttestation.bookkeeping
+                ).order_by(BootAttestation.created_at)
+            )
+            return [(row.reason, row.message, row.bookkeeping) for row in rows]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "field",
+    [{"vm_name": "vm-\ud800"}, {"vm_name": "vm\x00"}, {"note": "a\x00b"}, {"blob": "x" * 240_000}],
+    ids=["lone_surrogate", "nul_vm_name", "nul_other", "oversized"],
+)
+def test_unstorable_or_oversized_bookkeeping_is_refused_with_a_row(
+    server: LiveServer, client: httpx.Client, field: dict[str, str]
+) -> None:
+    marker = secrets.token_hex(8)
+    body = {"quote": "AAAA", "public_key": AgentKey.generate().public_b64, "marker": marker}
+    response = client.post(
+        "/servers/boot/attestation",
+        content=json.dumps({**body, **field}),
+        headers={"content-type": "application/json"},
+    )
+    assert _refusal(response, 422) == "request_invalid"
+    assert repr(next(iter(field))) in response.json()["message"]
+    rows = [row for row in _audit_rows(server) if row[1] == response.json()["message"]]
+    assert rows, "the refused attempt left no audit row"
+    assert all(bookkeeping is None for _, _, bookkeeping in rows)
