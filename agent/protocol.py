@@ -85,6 +85,7 @@ class Reason(enum.StrEnum):
     PCK_REVOKED = "pck_revoked"
     TCB_STATUS_REJECTED = "tcb_status_rejected"
     COLLATERAL_UNAVAILABLE = "collateral_unavailable"
+    DATABASE_UNAVAILABLE = "database_unavailable"
     DEBUG_TD = "debug_td"
     TD_ATTRIBUTES_REJECTED = "td_attributes_rejected"
     MEASUREMENT_MISMATCH = "measurement_mismatch"
@@ -112,7 +113,12 @@ class Reason(enum.StrEnum):
 
 # Refusals a client may retry with a fresh nonce and quote; every other one is final.
 RETRYABLE_REASONS: Final = frozenset(
-    {Reason.NONCE_EXPIRED, Reason.COLLATERAL_UNAVAILABLE, Reason.RATE_LIMITED}
+    {
+        Reason.NONCE_EXPIRED,
+        Reason.COLLATERAL_UNAVAILABLE,
+        Reason.DATABASE_UNAVAILABLE,
+        Reason.RATE_LIMITED,
+    }
 )
 
 

@@ -19,7 +19,10 @@ from server.body_limit import BodyLimit
 from server.clock import Clock, system_clock
 from server.collateral import CollateralFetcher
 from server.context import ServerContext
+from server.db.availability import as_unavailable
+from server.dependencies import get_context
 from server.errors import ServerError
+from server.health import Readiness
 from server.routers import ROUTER_MODULES
 from server.settings import Settings
 
@@ -63,6 +66,9 @@ def create_app(
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_api_route("/metrics", _metrics_endpoint(ctx), methods=["GET"], include_in_schema=False)
     app.add_api_route("/healthz", _health, methods=["GET"], include_in_schema=False)
+    app.add_api_route(
+        "/readyz", _readiness_endpoint(Readiness(ctx)), methods=["GET"], include_in_schema=False
+    )
     return app
 
 
@@ -126,7 +132,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        retry_after = get_context(request).settings.database_retry_after_seconds
+        unavailable = as_unavailable(exc, retry_after)
+        if unavailable is not None:
+            return JSONResponse(
+                error_body(unavailable.reason, unavailable.message),
+                status_code=unavailable.status_code,
+                headers=unavailable.headers,
+            )
         # The traceback stays in the server log; the client learns nothing about internals.
         LOG.error("unexpected %s while handling a request", type(exc).__name__, exc_info=exc)
         return JSONResponse(error_body(Reason.INTERNAL_ERROR, "internal error"), status_code=500)
@@ -156,4 +170,13 @@ def _metrics_endpoint(ctx: ServerContext) -> Any:
 
 
 async def _health() -> dict[str, str]:
+    # Liveness: answered by the event loop alone, whatever the database does.
     return {"status": "ok"}
+
+
+def _readiness_endpoint(readiness: Readiness) -> Any:
+    async def ready() -> JSONResponse:
+        is_ready, body = await readiness.report()
+        return JSONResponse(body, status_code=200 if is_ready else 503)
+
+    return ready

@@ -26,8 +26,15 @@ from agent.protocol import (
 )
 from server.bookkeeping import NO_BOOKKEEPING, Bookkeeping, check_bookkeeping, storable_text
 from server.context import ServerContext
+from server.db.availability import unavailable_as_503
 from server.dcap import DcapVerdict, verify_dcap
-from server.errors import AttestationRefused, NonceRejected, RequestInvalid, ServerError
+from server.errors import (
+    AttestationRefused,
+    DatabaseUnavailable,
+    NonceRejected,
+    RequestInvalid,
+    ServerError,
+)
 from server.event_evidence import (
     EventLogEvidence,
     check_replay,
@@ -45,10 +52,6 @@ ATTESTATION_LOG = logging.getLogger("tdx_attest.attestation")
 # Base64 of MAX_QUOTE_BYTES, plus padding: longer text is refused before decoding.
 MAX_QUOTE_BASE64_CHARS = 4 * ((MAX_QUOTE_BYTES + 2) // 3)
 CLIENT_IP_MAX_CHARS = 64
-
-
-class CollateralFetchNeeded(Exception):
-    """Cached collateral is missing or due for refresh and fetching was not allowed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,21 +97,31 @@ class _Attempt:
     bookkeeping: Bookkeeping = NO_BOOKKEEPING
 
 
-def attest_boot(
-    ctx: ServerContext, request: BootRequest, *, may_fetch_collateral: bool = True
-) -> BootResult:
+def attest_boot(ctx: ServerContext, request: BootRequest) -> BootResult:
     """Verify a boot attestation and release the image's passphrase sealed to the agent.
 
-    With ``may_fetch_collateral`` False the attempt uses cached collateral only and raises
-    CollateralFetchNeeded, before spending the nonce or recording anything, when the
-    collateral has to be fetched; the caller then retries where blocking I/O is allowed.
-    Otherwise raises a ServerError subclass whose ``reason`` says why it was refused.
+    Blocking (database, collateral fetches): call it on a worker thread. Raises a
+    ServerError subclass whose ``reason`` says why it was refused; DatabaseUnavailable
+    when the database cannot record the attempt (nothing is then released).
     """
     started = time.perf_counter()
     now = ctx.clock()
     attempt = _Attempt(id=str(uuid.uuid4()))
     try:
-        result = _run_steps(ctx, request, now, attempt, may_fetch_collateral)
+        with unavailable_as_503(ctx.settings.database_retry_after_seconds):
+            return _attest_and_record(ctx, request, attempt, now=now, started=started)
+    except DatabaseUnavailable as unavailable:
+        _count_and_log(ctx, request, None, started=started, refusal=unavailable)
+        raise
+
+
+def _attest_and_record(
+    ctx: ServerContext, request: BootRequest, attempt: _Attempt, *, now: datetime, started: float
+) -> BootResult:
+    try:
+        result = _run_steps(ctx, request, now, attempt)
+    except DatabaseUnavailable:
+        raise
     except ServerError as refusal:
         _finish(ctx, request, attempt, now=now, started=started, refusal=refusal)
         raise
@@ -121,7 +134,6 @@ def _run_steps(
     request: BootRequest,
     now: datetime,
     attempt: _Attempt,
-    may_fetch_collateral: bool,
 ) -> BootResult:
     # Input checks and the collateral lookup come before the nonce is spent, so a retry
     # after a malformed request or missing collateral can reuse it. The quote's contents
@@ -134,7 +146,7 @@ def _run_steps(
     attempt.quote_raw = _step3_decode_quote(request.quote)
     attempt.event_log = _step3b_read_event_log(ctx, request, attempt)
     attempt.quote = quote = parse_td_quote(attempt.quote_raw)
-    collateral = _step4_find_collateral(ctx, quote, now, may_fetch_collateral)
+    collateral = _step4_find_collateral(ctx, quote, now)
     images = _step5_consume_nonce_and_load_images(ctx, nonce, now)
     attempt.dcap = _step6_verify_dcap(ctx, quote, collateral, now)
     _step7_check_tcb_status(attempt.dcap, ctx.settings.allowed_tcb_statuses)
@@ -207,13 +219,8 @@ def _step3b_read_event_log(
 
 
 def _step4_find_collateral(
-    ctx: ServerContext, quote: TdQuote, now: datetime, may_fetch: bool
+    ctx: ServerContext, quote: TdQuote, now: datetime
 ) -> dcap_qvl.QuoteCollateralV3:
-    if not may_fetch:
-        cached = ctx.collateral.get_cached(quote.fmspc, quote.ca, now)
-        if cached is None:
-            raise CollateralFetchNeeded
-        return cached[1]
     return ctx.collateral.get(quote.fmspc, quote.ca, now)[1]
 
 
@@ -321,16 +328,32 @@ def _finish(
         latency_ms=latency * 1000,
     )
     ctx.boot_store.record_attempt(row)
+    _count_and_log(ctx, request, attempt, started=started, refusal=refusal)
+
+
+def _count_and_log(
+    ctx: ServerContext,
+    request: BootRequest,
+    recorded: _Attempt | None,
+    *,
+    started: float,
+    refusal: ServerError | None,
+) -> None:
+    """Metrics and the log line of an attempt; ``recorded`` None when it has no row."""
+    latency = time.perf_counter() - started
+    verdict = "accepted" if refusal is None else "refused"
+    reason = None if refusal is None else refusal.reason.value
     ctx.metrics.attestations.labels("boot", verdict, reason or "").inc()
     ctx.metrics.attestation_latency.labels("boot").observe(latency)
+    image = recorded.image if recorded is not None else None
     log_attestation(
         "boot",
         verdict=verdict,
         reason=reason,
-        image=image_name,
+        image=image.name if image is not None else None,
         client_ip=request.client_ip,
         latency_seconds=latency,
-        attestation_id=attempt.id,
+        attestation_id=recorded.id if recorded is not None else None,
     )
 
 
@@ -384,7 +407,7 @@ def verify_quote_platform(ctx: ServerContext, quote: TdQuote, now: datetime) -> 
 
     Raises AttestationRefused / RequestInvalid / CollateralUnavailable as the boot path does.
     """
-    collateral = _step4_find_collateral(ctx, quote, now, may_fetch=True)
+    collateral = _step4_find_collateral(ctx, quote, now)
     verdict = _step6_verify_dcap(ctx, quote, collateral, now)
     _step7_check_tcb_status(verdict, ctx.settings.allowed_tcb_statuses)
     _step8_refuse_debug(quote)

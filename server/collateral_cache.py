@@ -101,6 +101,15 @@ class CollateralCache:
             retry_after=self._retry_after,
         )
 
+    @property
+    def refresh_margin(self) -> timedelta:
+        """How long before its nextUpdate collateral is refetched. Raises nothing."""
+        return self._margin
+
+    def held(self) -> list[Collateral]:
+        """The collateral this process holds in memory (no database access). Raises nothing."""
+        return [local.collateral for local in list(self._local.values())]
+
     def entries(self) -> list[CollateralCacheEntry]:
         """Every cached row (for metrics and the admin CLI). Raises SQLAlchemy errors."""
         with session_scope(self._sessions) as session:

@@ -46,7 +46,7 @@ class ServerContext:
         engine: Engine | None = None,
     ) -> ServerContext:
         """Open the database and load keys and the trust root. Raises ConfigurationError."""
-        engine = engine or make_engine(settings.database_url)
+        engine = engine or make_engine(settings.database_url, limits=settings.database_limits)
         sessions = make_sessionmaker(engine)
         fetcher = collateral_fetcher or PcsCollateralFetcher(
             settings.pccs_url, timeout=settings.collateral_fetch_timeout_seconds

@@ -109,3 +109,11 @@ class CollateralUnavailable(RetryLater):
 
     status_code = 503
     default_reason = Reason.COLLATERAL_UNAVAILABLE
+
+
+class DatabaseUnavailable(RetryLater):
+    """The database did not answer in time, refused or dropped the connection, or cannot
+    take writes (disk full, read-only): 503. Nothing was spent or released."""
+
+    status_code = 503
+    default_reason = Reason.DATABASE_UNAVAILABLE

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from server.bookkeeping import BookkeepingLimits
+from server.db.engine import DatabaseLimits
 from server.errors import ConfigurationError
 from server.platform_policy import PlatformPolicy
 
@@ -49,6 +50,10 @@ class Settings:
     collateral_retry_after_seconds: int = 60
     collateral_fetch_timeout_seconds: float = 10.0
     nonce_purge_interval_seconds: int = 60
+    database_connect_timeout_seconds: float = 3.0
+    database_statement_timeout_seconds: float = 5.0
+    database_pool_timeout_seconds: float = 5.0
+    database_retry_after_seconds: int = 5
     log_level: str = "INFO"
     # Refuse boot attestations that come without the firmware's event log (older agents
     # send none, so this is off unless every image's agent sends one).
@@ -88,6 +93,10 @@ class Settings:
         if self.collateral_refresh_margin_seconds < 0:
             raise ConfigurationError("collateral_refresh_margin_seconds must not be negative")
         for name in (
+            "database_connect_timeout_seconds",
+            "database_statement_timeout_seconds",
+            "database_pool_timeout_seconds",
+            "database_retry_after_seconds",
             "bookkeeping_max_fields",
             "bookkeeping_max_bytes",
             "auth_window_seconds",
@@ -107,6 +116,15 @@ class Settings:
             td_attributes_value=self.td_attributes_value,
             td_attributes_mask=self.td_attributes_mask,
             minimum_tee_tcb_svn=self.minimum_tee_tcb_svn,
+        )
+
+    @property
+    def database_limits(self) -> DatabaseLimits:
+        """How long a request may wait on the database. Raises nothing."""
+        return DatabaseLimits(
+            connect_timeout_seconds=self.database_connect_timeout_seconds,
+            statement_timeout_seconds=self.database_statement_timeout_seconds,
+            pool_timeout_seconds=self.database_pool_timeout_seconds,
         )
 
     @property

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 
 from agent.protocol import BOOT_ATTESTATION_PATH, NONCE_HEADER, NONCE_PATH, b64encode
-from server.boot_attestation import BootRequest, CollateralFetchNeeded, attest_boot
+from server.boot_attestation import BootRequest, attest_boot
 from server.clock import rfc3339
 from server.context import ServerContext
 from server.dependencies import get_context, peer_address
@@ -23,6 +25,7 @@ from server.schemas import (
 )
 
 router = APIRouter(tags=["boot"])
+LOG = logging.getLogger("tdx_attest.server")
 
 REFUSALS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -30,7 +33,8 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
         401: "Nonce missing, unknown, expired or already used",
         403: "Attestation refused (reason says why)",
         422: "Validation Error",
-        503: "No valid collateral (retry after Retry-After seconds)",
+        503: "No valid collateral, or the database is unavailable (retry after Retry-After "
+        "seconds)",
     }.items()
 }
 
@@ -44,19 +48,18 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 async def get_nonce(
     request: Request,
 ) -> JSONResponse:
-    """Issue a single-use nonce. Raises database errors (a 500) only if the database fails."""
-    # Handled on the event loop, without a worker-thread hop: the work is well under a
-    # millisecond of CPU and one short transaction; parallelism comes from --workers.
+    """Issue a single-use nonce. Raises DatabaseUnavailable (503) if it cannot be stored."""
     ctx = get_context(request)
     now = ctx.clock()
     nonce = new_nonce(now, ctx.settings.nonce_ttl_seconds, peer_address(request))
-    ctx.boot_store.issue_nonce(nonce)
-    if _purge_due(ctx, now):
-        with ctx.engine.begin() as conn:
-            purge_nonces(conn, now)
-        ctx.last_nonce_purge = now
+    # Database work never runs on the event loop: a database that stops answering must
+    # not stop this process from answering anything else (/healthz, other requests).
+    await run_in_threadpool(ctx.boot_store.issue_nonce, nonce)
     ctx.metrics.nonces_issued.labels("boot").inc()
-    return JSONResponse({"nonce": nonce.nonce, "expires_at": rfc3339(nonce.expires_at)})
+    purge = BackgroundTask(_purge_expired_nonces, ctx, now) if _purge_due(ctx, now) else None
+    return JSONResponse(
+        {"nonce": nonce.nonce, "expires_at": rfc3339(nonce.expires_at)}, background=purge
+    )
 
 
 def _purge_due(ctx: ServerContext, now: datetime) -> bool:
@@ -64,6 +67,19 @@ def _purge_due(ctx: ServerContext, now: datetime) -> bool:
     return last is None or now - last >= timedelta(
         seconds=ctx.settings.nonce_purge_interval_seconds
     )
+
+
+def _purge_expired_nonces(ctx: ServerContext, now: datetime) -> None:
+    """Delete long-expired nonces, after the answer is sent (a worker thread).
+
+    A failure is logged and tried again at the next interval. Raises nothing.
+    """
+    ctx.last_nonce_purge = now
+    try:
+        with ctx.engine.begin() as conn:
+            purge_nonces(conn, now)
+    except Exception as exc:
+        LOG.warning("purging expired nonces failed: %s", type(exc).__name__)
 
 
 @router.post(
@@ -97,12 +113,8 @@ async def post_boot_attestation(
         event_log=body.event_log,
         identity_key=body.identity_key,
     )
-    # With cached collateral the work is CPU and two short transactions, done here without
-    # a thread hop; a collateral fetch (network I/O) is done on a worker thread instead.
-    try:
-        result = attest_boot(ctx, boot, may_fetch_collateral=False)
-    except CollateralFetchNeeded:
-        result = await run_in_threadpool(attest_boot, ctx, boot)
+    # Database work and collateral fetches block: never on the event loop.
+    result = await run_in_threadpool(attest_boot, ctx, boot)
     return JSONResponse(
         {
             "attestation_id": result.attestation_id,

@@ -249,17 +249,19 @@ def test_fresh_nonce_key_and_quote_every_attempt(server: ScriptedServer, clock: 
         refusal(503, "collateral_unavailable", "PCCS down", **{"Retry-After": "3"}),
         refusal(429, "rate_limited", "slow down", **{"Retry-After": "7"}),
         Answer(502, raw=b"<html>bad gateway</html>"),
+        refusal(503, "database_unavailable", "database down", **{"Retry-After": "5"}),
         release,
     )
     quotes = SyntheticQuotes()
     key = client(server, clock, quotes).fetch_key(120)
     assert bytes(key.key) == PASSPHRASE
     nonces = [r for r in server.requests if r.method == "GET"]
-    assert len(nonces) == 5
+    assert len(nonces) == 6
     public_halves = {rd[32:] for rd in quotes.calls}
-    assert len(public_halves) == 5, "a new HPKE key pair every attempt"
+    assert len(public_halves) == 6, "a new HPKE key pair every attempt"
     assert clock.sleeps[1] >= 3
     assert clock.sleeps[2] >= 7
+    assert clock.sleeps[4] >= 5
 
 
 def test_backoff_grows_exponentially_with_jitter(server: ScriptedServer, clock: FakeClock) -> None:
@@ -416,6 +418,12 @@ def test_error_classification() -> None:
     assert limited.retry_after == 4
     expired = error_from_response(401, '{"reason": "nonce_expired", "message": "m"}', None, "x")
     assert isinstance(expired, TransientError)
+    # Retryable by its reason, whatever status a proxy in between turned it into.
+    database = error_from_response(
+        409, '{"reason": "database_unavailable", "message": "m"}', "5", "x"
+    )
+    assert isinstance(database, TransientError)
+    assert (database.reason, database.retry_after) == ("database_unavailable", 5)
     refused = error_from_response(404, "{}", None, "x")
     assert isinstance(refused, ServerRefused)
     assert refused.reason == "http_404"
