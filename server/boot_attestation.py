@@ -25,6 +25,7 @@ from agent.protocol import (
     parse_kem,
 )
 from server.bookkeeping import NO_BOOKKEEPING, Bookkeeping, check_bookkeeping, storable_text
+from server.boot_store import NonceSpend
 from server.context import ServerContext
 from server.db.availability import unavailable_as_503
 from server.dcap import DcapVerdict, verify_dcap
@@ -95,6 +96,9 @@ class _Attempt:
     event_log: EventLogEvidence | None = None
     identity_key: bytes | None = None
     bookkeeping: Bookkeeping = NO_BOOKKEEPING
+    # Set once the attempt gets past the input checks and the collateral lookup: the
+    # nonce is then spent in the transaction that records the attempt.
+    spend: NonceSpend | None = None
 
 
 def attest_boot(ctx: ServerContext, request: BootRequest) -> BootResult:
@@ -141,13 +145,15 @@ def _run_steps(
     attempt.bookkeeping = check_bookkeeping(request.bookkeeping, ctx.settings.bookkeeping_limits)
     nonce = _step1_nonce_from_header(request.nonce_header)
     attempt.nonce = nonce.hex()
+    spend = _check_nonce_usable(ctx, nonce, now)
     kem, public_key_raw, public_key = _step2_public_key(request, attempt)
     attempt.identity_key = decode_identity_key(request.identity_key)
     attempt.quote_raw = _step3_decode_quote(request.quote)
     attempt.event_log = _step3b_read_event_log(ctx, request, attempt)
     attempt.quote = quote = parse_td_quote(attempt.quote_raw)
     collateral = _step4_find_collateral(ctx, quote, now)
-    images = _step5_consume_nonce_and_load_images(ctx, nonce, now)
+    attempt.spend = spend
+    images = _step5_load_images(ctx)
     attempt.dcap = _step6_verify_dcap(ctx, quote, collateral, now)
     _step7_check_tcb_status(attempt.dcap, ctx.settings.allowed_tcb_statuses)
     _step8_refuse_debug(quote)
@@ -224,12 +230,23 @@ def _step4_find_collateral(
     return ctx.collateral.get(quote.fmspc, quote.ca, now)[1]
 
 
-def _step5_consume_nonce_and_load_images(
-    ctx: ServerContext, nonce: bytes, now: datetime
-) -> list[ApprovedImage]:
-    # One short transaction: the nonce is spent (committed before any verification, so
-    # a concurrent replica sees it used) and the policy is read as of that moment.
-    return ctx.boot_store.consume_nonce_and_load_images(nonce.hex(), BOOT_SCOPE, now)
+def _check_nonce_usable(ctx: ServerContext, nonce: bytes, now: datetime) -> NonceSpend:
+    """Refuse an unknown or expired nonce before anything costly (collateral fetches).
+
+    Nothing is spent here. A nonce this server's key did not make may still be one issued
+    into the nonces table before boot nonces were stateless.
+    """
+    expires_at = ctx.boot_nonce_keys().expiry_of(nonce)
+    if expires_at is None:
+        stored_expiry = ctx.boot_store.look_up_stored_nonce(nonce.hex(), BOOT_SCOPE, now)
+        return NonceSpend(nonce.hex(), stored_expiry, stored=True)
+    if now >= expires_at:
+        raise NonceRejected("nonce has expired; request a new one", Reason.NONCE_EXPIRED)
+    return NonceSpend(nonce.hex(), expires_at)
+
+
+def _step5_load_images(ctx: ServerContext) -> list[ApprovedImage]:
+    return ctx.boot_store.load_active_images()
 
 
 def _step6_verify_dcap(
@@ -327,7 +344,35 @@ def _finish(
         bookkeeping=attempt.bookkeeping.json_text,
         latency_ms=latency * 1000,
     )
-    ctx.boot_store.record_attempt(row)
+    _record(ctx, request, attempt, row, now=now, started=started, refusal=refusal)
+
+
+def _record(
+    ctx: ServerContext,
+    request: BootRequest,
+    attempt: _Attempt,
+    row: dict[str, Any],
+    *,
+    now: datetime,
+    started: float,
+    refusal: ServerError | None,
+) -> None:
+    """Write the attempt's row, spending its nonce in the same transaction if it has one.
+
+    Raises NonceRejected (nonce_used, recorded as such) when another attempt spent the
+    nonce first; nothing is released then.
+    """
+    if attempt.spend is None:
+        ctx.boot_store.record_attempt(row)
+        _count_and_log(ctx, request, attempt, started=started, refusal=refusal)
+        return
+    try:
+        ctx.boot_store.spend_nonce_and_record(attempt.spend, row, now)
+    except NonceRejected as used:
+        row.update(verdict="refused", reason=used.reason.value, message=used.message)
+        ctx.boot_store.record_attempt(row)
+        _count_and_log(ctx, request, attempt, started=started, refusal=used)
+        raise
     _count_and_log(ctx, request, attempt, started=started, refusal=refusal)
 
 

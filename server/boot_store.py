@@ -1,45 +1,69 @@
 """The boot path's database work on plain DBAPI connections from the engine's pool.
 
-Every boot runs four short statements (issue a nonce; spend it; read the policy; record
-the attempt). Through SQLAlchemy's Connection, each in its own BEGIN/COMMIT, they cost
-more CPU than the database spends on them, so the boot path runs the same statements
-here directly on the pooled sqlite3 / psycopg connection. The SQL is compiled from the
-statements server.nonces and the ORM run; timestamps are stored as the ORM stores them.
+A boot reads the active images, then spends its nonce and records the attempt in one
+transaction: either both happen or neither does, so an attempt that fails for a
+server-side reason (the database stalls, drops the connection, runs out of disk) never
+burns the agent's nonce, and an accepted attempt is never without its audit row. Through
+SQLAlchemy's Connection these few statements cost more CPU than the database spends on
+them, so they run here directly on the pooled sqlite3 / psycopg connection. The SQL is
+compiled from the statements server.nonces and the ORM run; timestamps are stored as the
+ORM stores them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ClauseElement, DateTime, Engine, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from agent.protocol import Reason
 from server.db.base import Base
-from server.db.models import BootAttestation, Image, Nonce
+from server.db.models import BootAttestation, Image, SpentNonce
 from server.errors import NonceRejected
-from server.nonces import CONSUME_STATEMENT, LOOK_UP_STATEMENT, IssuedNonce
+from server.nonces import BOOT_SCOPE, CONSUME_STATEMENT, LOOK_UP_STATEMENT
 from server.policy import APPROVED_IMAGE_COLUMNS, ApprovedImage
 
-_NONCES = Base.metadata.tables[Nonce.__tablename__]
 _ATTEMPTS = Base.metadata.tables[BootAttestation.__tablename__]
-# The statements server.nonces and the ORM run, compiled once per engine below.
-_STATEMENTS: dict[str, tuple[ClauseElement, list[str] | None]] = {
-    "issue": (insert(_NONCES), ["nonce", "scope", "created_at", "expires_at", "client_ip"]),
-    "consume": (CONSUME_STATEMENT, None),
-    "look_up": (LOOK_UP_STATEMENT, None),
-    "images": (
-        select(*APPROVED_IMAGE_COLUMNS).where(Image.retired_at.is_(None)).order_by(Image.id),
-        None,
-    ),
-    "record": (insert(_ATTEMPTS), [column.name for column in _ATTEMPTS.columns]),
-}
+_SPENT = Base.metadata.tables[SpentNonce.__tablename__]
+
+
+@dataclass(frozen=True, slots=True)
+class NonceSpend:
+    """A nonce an attempt will spend when it is recorded.
+
+    ``stored`` nonces were issued into the ``nonces`` table (before boot nonces were
+    stateless) and are spent by marking that row; the others by a ``spent_nonces`` row.
+    """
+
+    nonce_hex: str
+    expires_at: datetime
+    stored: bool = False
+
+
+def _statements(dialect_name: str) -> dict[str, tuple[ClauseElement, list[str] | None]]:
+    spend_insert = (postgresql.insert if dialect_name == "postgresql" else sqlite.insert)(_SPENT)
+    return {
+        "spend": (
+            spend_insert.on_conflict_do_nothing(index_elements=["nonce"]),
+            ["nonce", "expires_at", "spent_at"],
+        ),
+        "consume": (CONSUME_STATEMENT, None),
+        "look_up": (LOOK_UP_STATEMENT, None),
+        "images": (
+            select(*APPROVED_IMAGE_COLUMNS).where(Image.retired_at.is_(None)).order_by(Image.id),
+            None,
+        ),
+        "record": (insert(_ATTEMPTS), [column.name for column in _ATTEMPTS.columns]),
+    }
 
 
 class BootStore:
-    """Issue and spend boot nonces, read active images, record attempts."""
+    """Read active images, check stored nonces, spend nonces and record attempts."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -49,7 +73,7 @@ class BootStore:
         dialect = dialect_class(paramstyle="named") if self._sqlite else engine.dialect
         self._sql = {
             name: str(statement.compile(dialect=dialect, column_keys=columns))
-            for name, (statement, columns) in _STATEMENTS.items()
+            for name, (statement, columns) in _statements(engine.dialect.name).items()
         }
         self._driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         # The dialect's own conversion of a naive UTC datetime (SQLite: its text format).
@@ -66,22 +90,34 @@ class BootStore:
         return naive if processor is None else processor(naive)
 
     @contextmanager
-    def _autocommit(self) -> Iterator[Any]:
-        """A cursor on a pooled connection where every statement is its own transaction.
+    def _cursor(self, *, transaction: bool) -> Iterator[Any]:
+        """A cursor on a pooled connection: one transaction, or autocommit statements.
 
-        Each statement here is atomic by itself, so none needs an explicit transaction:
-        that saves a BEGIN and a COMMIT round trip per statement. (SQLite connections are
-        always in autocommit mode, see server.db.engine; psycopg's is switched on only
-        while the connection is checked out.)
+        A single statement needs no explicit transaction, which saves a BEGIN and a
+        COMMIT round trip. (SQLite connections are always in autocommit mode, see
+        server.db.engine, so a transaction there is an explicit BEGIN IMMEDIATE; psycopg's
+        autocommit is switched on only while the connection is checked out here.)
         """
         connection = self._engine.raw_connection()
         driver: Any = connection.driver_connection
         try:
             if not self._sqlite:
-                driver.autocommit = True
+                driver.autocommit = not transaction
             cursor = connection.cursor()
             try:
-                yield cursor
+                if transaction and self._sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cursor
+                except BaseException:
+                    if transaction:
+                        self._rollback(connection, cursor)
+                    raise
+                if transaction:
+                    if self._sqlite:
+                        cursor.execute("COMMIT")
+                    else:
+                        connection.commit()
             finally:
                 cursor.close()
         except self._driver_error:
@@ -95,44 +131,92 @@ class BootStore:
             finally:
                 connection.close()
 
-    def issue_nonce(self, nonce: IssuedNonce) -> None:
-        """Store a fresh nonce. Raises the driver's errors if the database fails."""
-        params = {
-            "nonce": nonce.nonce,
-            "scope": nonce.scope,
-            "created_at": self.timestamp(nonce.created_at),
-            "expires_at": self.timestamp(nonce.expires_at),
-            "client_ip": nonce.client_ip,
-        }
-        with self._autocommit() as cursor:
-            cursor.execute(self._sql["issue"], params)
+    def _rollback(self, connection: Any, cursor: Any) -> None:
+        try:
+            if self._sqlite:
+                if connection.driver_connection.in_transaction:
+                    cursor.execute("ROLLBACK")
+            else:
+                connection.rollback()
+        except self._driver_error:
+            # The connection is broken: the database rolls back on its own.
+            connection.invalidate()
 
-    def consume_nonce_and_load_images(
-        self, nonce_hex: str, scope: str, now: datetime
-    ) -> list[ApprovedImage]:
-        """Mark the nonce used (exactly one caller ever succeeds), then read active images.
-
-        The conditional UPDATE is committed by itself before the caller verifies anything,
-        so every replica sees the nonce spent; the policy is read right after it (as a
-        READ COMMITTED transaction would). Raises NonceRejected with nonce_unknown, nonce_expired or
-        nonce_used, and the driver's errors if the database fails.
-        """
-        params = {"wanted": nonce_hex, "wanted_scope": scope, "now": self.timestamp(now)}
-        with self._autocommit() as cursor:
-            cursor.execute(self._sql["consume"], params)
-            if cursor.fetchone() is None:
-                cursor.execute(self._sql["look_up"], params)
-                _raise_for_unusable(cursor.fetchone())
+    def load_active_images(self) -> list[ApprovedImage]:
+        """The images attestations are matched against. Raises the driver's errors."""
+        with self._cursor(transaction=False) as cursor:
             cursor.execute(self._sql["images"])
             rows = cursor.fetchall()
         return [ApprovedImage(*row) for row in rows]
 
+    def look_up_stored_nonce(self, nonce_hex: str, scope: str, now: datetime) -> datetime:
+        """The expiry of a nonce issued into the ``nonces`` table, if it can still be spent.
+
+        Reads only. Raises NonceRejected with nonce_unknown, nonce_expired or nonce_used,
+        and the driver's errors if the database fails.
+        """
+        params = {"wanted": nonce_hex, "wanted_scope": scope, "now": self.timestamp(now)}
+        with self._cursor(transaction=False) as cursor:
+            cursor.execute(self._sql["look_up"], params)
+            row = cursor.fetchone()
+        if row is None or row[1] is not None or self._expired(row[0], now):
+            _raise_for_unusable(row)
+        expires_at: datetime = self._as_datetime(row[0])
+        return expires_at
+
+    def spend_nonce_and_record(
+        self, spend: NonceSpend, row: Mapping[str, Any], now: datetime
+    ) -> None:
+        """Spend the nonce and insert the attempt's row, in one transaction.
+
+        Exactly one attempt can ever spend a nonce, on any replica. Raises NonceRejected
+        (nonce_used) when it was already spent (nothing is written), and the driver's
+        errors if the database fails (nothing is written either).
+        """
+        params = self._row_params(row)
+        with self._cursor(transaction=True) as cursor:
+            if spend.stored:
+                cursor.execute(
+                    self._sql["consume"],
+                    {
+                        "wanted": spend.nonce_hex,
+                        "wanted_scope": BOOT_SCOPE,
+                        "now": self.timestamp(now),
+                    },
+                )
+                spent = cursor.fetchone() is not None
+            else:
+                cursor.execute(
+                    self._sql["spend"],
+                    {
+                        "nonce": spend.nonce_hex,
+                        "expires_at": self.timestamp(spend.expires_at),
+                        "spent_at": self.timestamp(now),
+                    },
+                )
+                spent = cursor.rowcount == 1
+            if not spent:
+                raise NonceRejected("nonce has already been used", Reason.NONCE_USED)
+            cursor.execute(self._sql["record"], params)
+
     def record_attempt(self, row: Mapping[str, Any]) -> None:
         """Insert one boot_attestations row (``created_at`` aware). Raises the driver's errors."""
+        with self._cursor(transaction=False) as cursor:
+            cursor.execute(self._sql["record"], self._row_params(row))
+
+    def _row_params(self, row: Mapping[str, Any]) -> dict[str, Any]:
         params = dict(row)
         params["created_at"] = self.timestamp(row["created_at"])
-        with self._autocommit() as cursor:
-            cursor.execute(self._sql["record"], params)
+        return params
+
+    def _as_datetime(self, value: Any) -> datetime:
+        if isinstance(value, str):  # SQLite keeps timestamps as text
+            value = datetime.fromisoformat(value)
+        moment: datetime = value
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+    def _expired(self, expires_at: Any, now: datetime) -> bool:
+        return self._as_datetime(expires_at) <= now
 
 
 def _raise_for_unusable(row: tuple[Any, ...] | None) -> None:

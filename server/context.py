@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -9,11 +10,13 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.boot_nonces import KEY_PURPOSE, SALT_BYTES, SALT_NAME, BootNonces
 from server.boot_store import BootStore
 from server.clock import Clock
 from server.collateral import CollateralFetcher, PcsCollateralFetcher
 from server.collateral_cache import CollateralCache
 from server.db.engine import make_engine, make_sessionmaker
+from server.db.secrets import shared_secret
 from server.errors import ConfigurationError
 from server.metrics import Metrics
 from server.platform_policy import PlatformPolicy
@@ -36,6 +39,21 @@ class ServerContext:
     boot_store: BootStore
     platform_policy: PlatformPolicy = field(default_factory=PlatformPolicy)
     last_nonce_purge: datetime | None = None
+    # Loaded on first use (it needs the database): see boot_nonce_keys().
+    boot_nonces: BootNonces | None = None
+    _boot_nonces_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def boot_nonce_keys(self) -> BootNonces:
+        """The boot nonce key, derived from the master key and the shared salt.
+
+        Reads (or, first of all replicas, writes) the salt: call it on a worker thread.
+        Raises SQLAlchemy / driver errors if the database fails.
+        """
+        with self._boot_nonces_lock:
+            if self.boot_nonces is None:
+                salt = shared_secret(self.engine, SALT_NAME, SALT_BYTES, self.clock())
+                self.boot_nonces = BootNonces(self.master_key.derive_key(KEY_PURPOSE, salt))
+            return self.boot_nonces
 
     @classmethod
     def build(

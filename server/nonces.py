@@ -1,4 +1,7 @@
-"""Single-use nonces: issue, consume atomically (any replica, any database), purge."""
+"""Stored single-use nonces (runtime attestation): issue, consume atomically, purge.
+
+Boot nonces are stateless (server.boot_nonces); their spent record is purged here too.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from agent.protocol import NONCE_BYTES, Reason
 from server.db.base import Base
-from server.db.models import Nonce
+from server.db.models import Nonce, SpentNonce
 from server.errors import NonceRejected
 
 BOOT_SCOPE = "boot"
@@ -106,6 +109,12 @@ def consume_nonce(
 
 
 def purge_nonces(session: Session | Connection, now: datetime) -> int:
-    """Delete nonces expired over PURGE_GRACE ago; return the count. Raises SQLAlchemy errors."""
-    result = session.execute(delete(Nonce).where(Nonce.expires_at < now - PURGE_GRACE))
-    return int(getattr(result, "rowcount", 0) or 0)
+    """Delete nonces (stored or spent) expired over PURGE_GRACE ago; return the count.
+
+    Raises SQLAlchemy errors.
+    """
+    count = 0
+    for table in (Nonce, SpentNonce):
+        result = session.execute(delete(table).where(table.expires_at < now - PURGE_GRACE))
+        count += int(getattr(result, "rowcount", 0) or 0)
+    return count

@@ -16,6 +16,7 @@ MASTER_KEY_BYTES = 32
 SEAL_VERSION = b"\x01"
 GCM_NONCE_BYTES = 12
 AAD_PREFIX = b"tdx-boot-attest v1 image-passphrase:"
+KDF_INFO_PREFIX = b"tdx-boot-attest v1 derived key:"
 # Dev mode without a key file uses this fixed, public key: sealing is then only obfuscation.
 DEV_MASTER_KEY = bytes(MASTER_KEY_BYTES)
 
@@ -27,13 +28,25 @@ class SealError(ServerError):
 class MasterKey:
     """The key that seals image passphrases; its bytes never leave this object."""
 
-    __slots__ = ("_aead", "is_dev")
+    __slots__ = ("_aead", "_key", "is_dev")
 
     def __init__(self, key: bytes, *, is_dev: bool = False) -> None:
         if len(key) != MASTER_KEY_BYTES:
             raise ConfigurationError(f"master key must be {MASTER_KEY_BYTES} bytes")
         self._aead = AESGCM(key)
+        self._key = key
         self.is_dev = is_dev
+
+    def derive_key(self, purpose: bytes, salt: bytes, length: int = 32) -> bytes:
+        """A key for ``purpose`` (HKDF-SHA256 of the master key with ``salt``).
+
+        Different purposes give independent keys; the master key itself never leaves this
+        object. Raises nothing.
+        """
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        return HKDF(hashes.SHA256(), length, salt, KDF_INFO_PREFIX + purpose).derive(self._key)
 
     def __repr__(self) -> str:
         return "MasterKey(<redacted>)"

@@ -1,4 +1,4 @@
-"""Tables of the boot path: nonces, images, boot attestations and the collateral cache."""
+"""Tables of the boot path: nonces, images, boot attestations, collateral, shared secrets."""
 
 from __future__ import annotations
 
@@ -117,4 +117,28 @@ class Platform(Base):
     # The profile's versioned JSON form, and the SHA-384 manifests name it by.
     profile_json: Mapped[str] = mapped_column(Text)
     profile_sha384: Mapped[str] = mapped_column(String(MEASUREMENT_HEX))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class SpentNonce(Base):
+    """A stateless boot nonce (see server.boot_nonces) already used by an attempt.
+
+    Inserted in the attempt's own transaction; the primary key makes it single use
+    across every replica. Kept until an hour past expiry, like ``nonces``.
+    """
+
+    __tablename__ = "spent_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    spent_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ServerSecret(Base):
+    """Random values every replica sharing the database agrees on (e.g. the nonce key salt)."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -22,13 +22,19 @@ from sqlalchemy import select
 
 from agent.eventlog import Event
 from agent.protocol import NONCE_BYTES, Reason
-from server.boot_attestation import decode_quote, log_attestation, verify_quote_platform
+from server.bookkeeping import storable_text
+from server.boot_attestation import (
+    CLIENT_IP_MAX_CHARS,
+    decode_quote,
+    log_attestation,
+    verify_quote_platform,
+)
 from server.context import ServerContext
 from server.db.engine import session_scope
 from server.db.fleet import RuntimeAttestation, Server
 from server.db.models import Image, Nonce
 from server.dcap import DcapVerdict
-from server.errors import AttestationRefused, Forbidden, ServerError
+from server.errors import AttestationRefused, Forbidden, NonceRejected, ServerError
 from server.event_evidence import (
     EventLogEvidence,
     check_replay,
@@ -72,6 +78,8 @@ class _Attempt:
     image: str | None = None
     event_log_raw: bytes | None = None
     event_log: EventLogEvidence | None = None
+    # Set once the nonce is known good: it is then spent with the attempt's row.
+    spends_nonce: bool = False
 
 
 def issue_runtime_nonce(
@@ -104,8 +112,9 @@ def attest_runtime(
 ) -> RuntimeResult:
     """Verify a runtime quote of the miner's server; record the attempt either way.
 
-    Raises NotFound for a server that is not the miner's (nothing recorded), and a
-    ServerError subclass whose ``reason`` says why the attestation was refused.
+    Raises NotFound for a server that is not the miner's (nothing recorded), a
+    ServerError subclass whose ``reason`` says why the attestation was refused, and
+    DatabaseUnavailable when the attempt cannot be recorded (its nonce is then unspent).
     """
     started = time.perf_counter()
     now = ctx.clock()
@@ -168,7 +177,8 @@ def _run_steps(
     )
     attempt.identity_key = binding.identity_key.hex() if binding is not None else None
     attempt.nonce = quote.report_data[:NONCE_BYTES].hex()
-    _step2_consume_server_nonce(ctx, server.id, attempt.nonce, now)
+    _step2_check_server_nonce(ctx, server.id, attempt.nonce, now)
+    attempt.spends_nonce = True
     attempt.dcap = verify_quote_platform(ctx, quote, now)
     if attempt.event_log is not None:
         check_replay(attempt.event_log, quote)
@@ -207,18 +217,31 @@ def _same_address(left: str, right: str) -> bool:
     return a == b
 
 
-def _step2_consume_server_nonce(
+def _step2_check_server_nonce(
     ctx: ServerContext, server_id: str, nonce: str, now: datetime
 ) -> None:
+    """Refuse a nonce that is another server's, unknown, expired or used; spend nothing.
+
+    Checked before verification, which may fetch collateral; the nonce is spent with the
+    attempt's row (see _finish).
+    """
     scope = runtime_nonce_scope(server_id)
     with session_scope(ctx.sessions) as session:
-        issued_for = session.scalar(select(Nonce.scope).where(Nonce.nonce == nonce))
-        if issued_for is not None and issued_for != scope:
-            raise AttestationRefused(
-                f"the nonce in REPORTDATA[0:32] was not issued for server {server_id}",
-                Reason.NONCE_MISMATCH,
-            )
-        consume_nonce(session, nonce, now, scope=scope)
+        row = session.execute(
+            select(Nonce.scope, Nonce.expires_at, Nonce.consumed_at).where(Nonce.nonce == nonce)
+        ).first()
+    is_boot_nonce = row is None and ctx.boot_nonce_keys().expiry_of(bytes.fromhex(nonce))
+    if is_boot_nonce or (row is not None and row.scope != scope):
+        raise AttestationRefused(
+            f"the nonce in REPORTDATA[0:32] was not issued for server {server_id}",
+            Reason.NONCE_MISMATCH,
+        )
+    if row is None:
+        raise NonceRejected("nonce was not issued by this server", Reason.NONCE_UNKNOWN)
+    if row.consumed_at is not None:
+        raise NonceRejected("nonce has already been used", Reason.NONCE_USED)
+    if row.expires_at <= now:
+        raise NonceRejected("nonce has expired; request a new one", Reason.NONCE_EXPIRED)
 
 
 def _step3_booted_image(ctx: ServerContext, server: Server) -> Image:
@@ -253,7 +276,6 @@ def _finish(
     started: float,
     refusal: ServerError | None,
 ) -> None:
-    latency = time.perf_counter() - started
     quote = attempt.quote
     row = RuntimeAttestation(
         id=attempt.id,
@@ -263,8 +285,8 @@ def _finish(
         verified=refusal is None,
         verified_at=now if refusal is None else None,
         reason=None if refusal is None else refusal.reason.value,
-        message=None if refusal is None else refusal.message,
-        client_ip=client_ip,
+        message=None if refusal is None else storable_text(refusal.message),
+        client_ip=storable_text(client_ip, CLIENT_IP_MAX_CHARS),
         nonce=attempt.nonce,
         image_name=attempt.image or server.image_name,
         tcb_status=attempt.dcap.tcb_status if attempt.dcap else None,
@@ -280,10 +302,28 @@ def _finish(
         if refusal is None or "differences" not in refusal.details
         else json.dumps(refusal.details["differences"], sort_keys=True),
     )
-    with session_scope(ctx.sessions) as session:
-        session.add(row)
-    verdict = "accepted" if refusal is None else "refused"
-    reason = None if refusal is None else refusal.reason.value
+    try:
+        with session_scope(ctx.sessions) as session:
+            if attempt.spends_nonce and attempt.nonce is not None:
+                # Spent in the transaction that records the attempt, or not at all.
+                consume_nonce(session, attempt.nonce, now, scope=runtime_nonce_scope(server.id))
+            session.add(row)
+    except NonceRejected as used:
+        row.verified, row.verified_at = False, None
+        row.reason, row.message = used.reason.value, used.message
+        with session_scope(ctx.sessions) as session:
+            session.add(row)
+        _count_and_log(ctx, row, client_ip, started)
+        raise
+    _count_and_log(ctx, row, client_ip, started)
+
+
+def _count_and_log(
+    ctx: ServerContext, row: RuntimeAttestation, client_ip: str | None, started: float
+) -> None:
+    latency = time.perf_counter() - started
+    verdict = "accepted" if row.verified else "refused"
+    reason = row.reason
     ctx.metrics.attestations.labels("runtime", verdict, reason or "").inc()
     ctx.metrics.attestation_latency.labels("runtime").observe(latency)
     log_attestation(
@@ -293,7 +333,7 @@ def _finish(
         image=row.image_name,
         client_ip=client_ip,
         latency_seconds=latency,
-        attestation_id=attempt.id,
+        attestation_id=row.id,
     )
 
 

@@ -16,7 +16,7 @@ from server.boot_attestation import BootRequest, attest_boot
 from server.clock import rfc3339
 from server.context import ServerContext
 from server.dependencies import get_context, peer_address
-from server.nonces import new_nonce, purge_nonces
+from server.nonces import purge_nonces
 from server.schemas import (
     BootAttestationRequest,
     BootAttestationResponse,
@@ -48,17 +48,23 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 async def get_nonce(
     request: Request,
 ) -> JSONResponse:
-    """Issue a single-use nonce. Raises DatabaseUnavailable (503) if it cannot be stored."""
+    """Issue a single-use nonce (no database write: see server.boot_nonces).
+
+    Raises DatabaseUnavailable (503) only while the nonce key's salt cannot be read, the
+    first time a process issues a nonce.
+    """
     ctx = get_context(request)
     now = ctx.clock()
-    nonce = new_nonce(now, ctx.settings.nonce_ttl_seconds, peer_address(request))
     # Database work never runs on the event loop: a database that stops answering must
     # not stop this process from answering anything else (/healthz, other requests).
-    await run_in_threadpool(ctx.boot_store.issue_nonce, nonce)
+    keys = ctx.boot_nonces
+    if keys is None:
+        keys = await run_in_threadpool(ctx.boot_nonce_keys)
+    nonce = keys.issue(now, ctx.settings.nonce_ttl_seconds)
     ctx.metrics.nonces_issued.labels("boot").inc()
     purge = BackgroundTask(_purge_expired_nonces, ctx, now) if _purge_due(ctx, now) else None
     return JSONResponse(
-        {"nonce": nonce.nonce, "expires_at": rfc3339(nonce.expires_at)}, background=purge
+        {"nonce": nonce.hex, "expires_at": rfc3339(nonce.expires_at)}, background=purge
     )
 
 

@@ -128,7 +128,7 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
-def test_stalled_database_gives_503(rig: Rig) -> None:
+def test_stalled_database_gives_503_and_the_nonce_survives(rig: Rig) -> None:
     assert_released(complete_boot(rig))
     boot = prepare(rig)
     rig.proxy.stall()
@@ -138,9 +138,13 @@ def test_stalled_database_gives_503(rig: Rig) -> None:
         ready = rig.client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["database"]["state"] == "unavailable"
+        # Nonces need no database.
+        during = prepare(rig)
     finally:
         rig.proxy.resume()
-    assert_released(complete_boot(rig))
+    # The attempt the database did not answer spent nothing.
+    assert_released(boot.post(rig.client), boot)
+    assert_released(during.post(rig.client), during)
     assert rig.client.get("/readyz").json()["status"] == "ready"
 
 
@@ -210,6 +214,19 @@ def test_disk_full_gives_503_and_the_nonce_survives(rig: Rig) -> None:
     assert_released(complete_boot(rig))
     boot = prepare(rig)
     rig.proxy.fail_writes()
+    try:
+        assert_database_unavailable(boot.post(rig.client))
+        assert rig.proxy.failed_writes >= 1
+    finally:
+        rig.proxy.clear_write_failures()
+    assert_released(boot.post(rig.client), boot)
+
+
+def test_an_attempt_whose_row_cannot_be_written_spends_nothing(rig: Rig) -> None:
+    """The nonce is spent in the transaction that records the attempt, or not at all."""
+    assert_released(complete_boot(rig))
+    boot = prepare(rig)
+    rig.proxy.fail_writes(table="boot_attestations")
     try:
         assert_database_unavailable(boot.post(rig.client))
         assert rig.proxy.failed_writes >= 1

@@ -1,22 +1,25 @@
-"""The boot path's DBAPI statements: same rows as the ORM, single use under concurrency."""
+"""The boot path's DBAPI statements: same rows as the ORM, spend and record as one."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, String, cast, select
+from sqlalchemy import Engine, String, cast, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.boot_store import BootStore
+from server.boot_store import BootStore, NonceSpend
 from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.db.models import BootAttestation, Image, Nonce
+from server.db.models import BootAttestation, Image, Nonce, SpentNonce
 from server.errors import NonceRejected
-from server.nonces import BOOT_SCOPE, consume_nonce, issue_nonce, new_nonce
+from server.nonces import BOOT_SCOPE, consume_nonce, issue_nonce, purge_nonces
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
 
@@ -57,106 +60,130 @@ def _add_image(sessions: sessionmaker[Session], name: str, *, retired: bool = Fa
         return image.id
 
 
-def test_issued_nonce_reads_back_through_the_orm(
-    engine: Engine, sessions: sessionmaker[Session]
-) -> None:
-    nonce = new_nonce(NOW, 600, "10.0.0.7")
-    BootStore(engine).issue_nonce(nonce)
-    with session_scope(sessions) as session:
-        row = session.get(Nonce, nonce.nonce)
-        assert row is not None
-        assert (row.scope, row.client_ip, row.consumed_at) == (BOOT_SCOPE, "10.0.0.7", None)
-        assert row.created_at == NOW
-        assert row.expires_at == NOW + dt.timedelta(seconds=600)
-    # The ORM path accepts what the boot path stored, and the other way round.
-    with session_scope(sessions) as session:
-        consume_nonce(session, nonce.nonce, NOW)
-    with pytest.raises(NonceRejected) as caught:
-        BootStore(engine).consume_nonce_and_load_images(nonce.nonce, BOOT_SCOPE, NOW)
-    assert caught.value.reason == "nonce_used"
+def _row(**values: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {column.name: None for column in BootAttestation.__table__.columns}
+    row.update(id=str(uuid.uuid4()), created_at=NOW, verdict="accepted", latency_ms=1.0)
+    row.update(values)
+    return row
 
 
-def test_consume_reasons_and_active_images_in_order(
-    engine: Engine, sessions: sessionmaker[Session]
-) -> None:
-    store = BootStore(engine)
+def _spend(expires_in: int = 600) -> NonceSpend:
+    return NonceSpend(secrets.token_hex(32), NOW + dt.timedelta(seconds=expires_in))
+
+
+def _count(sessions: sessionmaker[Session], model: type[Any]) -> int:
+    with session_scope(sessions) as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_active_images_in_order(engine: Engine, sessions: sessionmaker[Session]) -> None:
     first = _add_image(sessions, "first")
     _add_image(sessions, "retired", retired=True)
     second = _add_image(sessions, "second")
-    with session_scope(sessions) as session:
-        value = issue_nonce(session, NOW, 600, None).nonce
-    images = store.consume_nonce_and_load_images(value, BOOT_SCOPE, NOW)
+    images = BootStore(engine).load_active_images()
     assert [(image.id, image.name) for image in images] == [(first, "first"), (second, "second")]
     assert images[0].sealed_passphrase == b"\x01sealed"
     assert (images[0].mrconfigid, images[0].mrowner) == (None, "bb" * 48)
     assert images[0].runtime_rtmr2 == "any"
+
+
+def test_spend_and_record_write_both_rows(engine: Engine, sessions: sessionmaker[Session]) -> None:
+    spend = _spend()
+    row = _row(nonce=spend.nonce_hex, quote=b"\x04\x00quote", advisory_ids=json.dumps(["SA-1"]))
+    BootStore(engine).spend_nonce_and_record(spend, row, NOW)
     with session_scope(sessions) as session:
-        row = session.get(Nonce, value)
-        assert row is not None and row.consumed_at == NOW
-    fresh = new_nonce(NOW, 600, None)
-    store.issue_nonce(fresh)
-    expected = {
-        (fresh.nonce, NOW + dt.timedelta(seconds=600)): "nonce_expired",
-        (fresh.nonce, NOW + dt.timedelta(seconds=601)): "nonce_expired",
-        ("00" * 32, NOW): "nonce_unknown",
-        (value, NOW): "nonce_used",
-    }
-    for (nonce, when), reason in expected.items():
-        with pytest.raises(NonceRejected) as caught:
-            store.consume_nonce_and_load_images(nonce, BOOT_SCOPE, when)
-        assert caught.value.reason == reason
-    with pytest.raises(NonceRejected) as caught:
-        store.consume_nonce_and_load_images(fresh.nonce, "runtime:other", NOW)
-    assert caught.value.reason == "nonce_unknown"
+        spent = session.get(SpentNonce, spend.nonce_hex)
+        assert spent is not None
+        assert (spent.expires_at, spent.spent_at) == (spend.expires_at, NOW)
+        stored = session.get(BootAttestation, row["id"])
+        assert stored is not None
+        assert stored.created_at == NOW
+        assert (stored.nonce, stored.quote, stored.advisory_ids) == (
+            spend.nonce_hex,
+            b"\x04\x00quote",
+            '["SA-1"]',
+        )
 
 
-def test_concurrent_consumers_exactly_one_wins(engine: Engine) -> None:
+def test_a_spent_nonce_cannot_be_spent_again_and_writes_nothing(
+    engine: Engine, sessions: sessionmaker[Session]
+) -> None:
     store = BootStore(engine)
-    nonce = new_nonce(NOW, 600, None)
-    store.issue_nonce(nonce)
+    spend = _spend()
+    store.spend_nonce_and_record(spend, _row(), NOW)
+    second = _row()
+    with pytest.raises(NonceRejected) as caught:
+        store.spend_nonce_and_record(spend, second, NOW)
+    assert caught.value.reason == "nonce_used"
+    with session_scope(sessions) as session:
+        assert session.get(BootAttestation, second["id"]) is None
 
-    def consume(_: int) -> str:
+
+def test_a_failed_record_does_not_spend_the_nonce(
+    engine: Engine, sessions: sessionmaker[Session]
+) -> None:
+    store = BootStore(engine)
+    spend = _spend()
+    taken = _row()
+    store.record_attempt(taken)
+    # Same row id: the insert fails inside the transaction, after the spend.
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        store.spend_nonce_and_record(spend, _row(id=taken["id"]), NOW)
+    with session_scope(sessions) as session:
+        assert session.get(SpentNonce, spend.nonce_hex) is None
+    # The nonce is still good, and the pool still hands out usable connections.
+    store.spend_nonce_and_record(spend, _row(), NOW)
+    assert _count(sessions, SpentNonce) == 1
+
+
+def test_concurrent_spenders_exactly_one_wins(
+    engine: Engine, sessions: sessionmaker[Session]
+) -> None:
+    store = BootStore(engine)
+    spend = _spend()
+
+    def attempt(_: int) -> str:
         try:
-            store.consume_nonce_and_load_images(nonce.nonce, BOOT_SCOPE, NOW)
+            store.spend_nonce_and_record(spend, _row(), NOW)
         except NonceRejected as exc:
             return exc.reason.value
         return "accepted"
 
     with ThreadPoolExecutor(max_workers=50) as pool:
-        outcomes = Counter(pool.map(consume, range(50)))
+        outcomes = Counter(pool.map(attempt, range(50)))
     assert outcomes == Counter({"accepted": 1, "nonce_used": 49})
+    assert _count(sessions, BootAttestation) == 1
 
 
-def test_recorded_attempt_reads_back_through_the_orm(
+def test_stored_nonces_are_looked_up_then_spent(
     engine: Engine, sessions: sessionmaker[Session]
 ) -> None:
-    image_id = _add_image(sessions, "golden")
-    row = {column.name: None for column in BootAttestation.__table__.columns}
-    row.update(
-        id="0f0e0d0c-0000-4000-8000-000000000001",
-        created_at=NOW,
-        verdict="accepted",
-        image_id=image_id,
-        image_name="golden",
-        quote=b"\x04\x00quote",
-        advisory_ids=json.dumps(["INTEL-SA-1"]),
-        latency_ms=2.5,
-    )
-    BootStore(engine).record_attempt(row)
+    """Nonces issued into the nonces table (before stateless nonces) still work once."""
+    store = BootStore(engine)
     with session_scope(sessions) as session:
-        stored = session.get(BootAttestation, row["id"])
-        assert stored is not None
-        assert stored.created_at == NOW
-        assert (stored.verdict, stored.image_id, stored.quote) == (
-            "accepted",
-            image_id,
-            b"\x04\x00quote",
-        )
-        assert (stored.advisory_ids, stored.latency_ms, stored.reason) == (
-            '["INTEL-SA-1"]',
-            2.5,
-            None,
-        )
+        value = issue_nonce(session, NOW, 600, None).nonce
+        other_scope = issue_nonce(session, NOW, 600, None, scope="runtime:srv").nonce
+    expires_at = store.look_up_stored_nonce(value, BOOT_SCOPE, NOW)
+    assert expires_at == NOW + dt.timedelta(seconds=600)
+    store.spend_nonce_and_record(NonceSpend(value, expires_at, stored=True), _row(), NOW)
+    cases = {
+        (value, NOW): "nonce_used",
+        ("00" * 32, NOW): "nonce_unknown",
+        (other_scope, NOW): "nonce_unknown",
+    }
+    with session_scope(sessions) as session:
+        fresh = issue_nonce(session, NOW, 600, None).nonce
+    cases[(fresh, NOW + dt.timedelta(seconds=600))] = "nonce_expired"
+    for (nonce, when), reason in cases.items():
+        with pytest.raises(NonceRejected) as caught:
+            store.look_up_stored_nonce(nonce, BOOT_SCOPE, when)
+        assert caught.value.reason == reason
+    with pytest.raises(NonceRejected) as caught:
+        store.spend_nonce_and_record(NonceSpend(value, expires_at, stored=True), _row(), NOW)
+    assert caught.value.reason == "nonce_used"
+    # The ORM path sees the stored nonce consumed too.
+    with pytest.raises(NonceRejected), session_scope(sessions) as session:
+        consume_nonce(session, value, NOW)
 
 
 def test_timestamps_are_stored_as_the_orm_stores_them(
@@ -164,28 +191,32 @@ def test_timestamps_are_stored_as_the_orm_stores_them(
 ) -> None:
     # SQLite compares timestamps as text: a whole second must keep its ".000000".
     whole_second = NOW.replace(microsecond=0)
-    via_store = new_nonce(whole_second, 600, None)
-    BootStore(engine).issue_nonce(via_store)
+    via_store = _row(created_at=whole_second)
+    BootStore(engine).record_attempt(via_store)
     with session_scope(sessions) as session:
-        via_orm = issue_nonce(session, whole_second, 600, None)
+        via_orm = BootAttestation(**_row(created_at=whole_second))
+        session.add(via_orm)
+        orm_id = via_orm.id
     with engine.connect() as conn:
         stored = dict(
             conn.execute(
-                select(Nonce.nonce, cast(Nonce.created_at, String)).where(
-                    Nonce.nonce.in_([via_store.nonce, via_orm.nonce])
+                select(BootAttestation.id, cast(BootAttestation.created_at, String)).where(
+                    BootAttestation.id.in_([via_store["id"], orm_id])
                 )
             ).all()
         )
-    assert stored[via_store.nonce] == stored[via_orm.nonce]
+    assert stored[via_store["id"]] == stored[orm_id]
 
 
-def test_failed_statement_rolls_back_and_returns_the_connection(engine: Engine) -> None:
+def test_purge_removes_long_expired_spent_nonces(
+    engine: Engine, sessions: sessionmaker[Session]
+) -> None:
     store = BootStore(engine)
-    nonce = new_nonce(NOW, 600, None)
-    store.issue_nonce(nonce)
-    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
-        store.issue_nonce(nonce)
-    # The pool still hands out usable connections afterwards.
-    other = new_nonce(NOW, 600, None)
-    store.issue_nonce(other)
-    assert store.consume_nonce_and_load_images(other.nonce, BOOT_SCOPE, NOW) == []
+    old, fresh = _spend(expires_in=-3 * 3600), _spend()
+    store.spend_nonce_and_record(old, _row(), NOW)
+    store.spend_nonce_and_record(fresh, _row(), NOW)
+    with session_scope(sessions) as session:
+        assert purge_nonces(session, NOW) == 1
+    with session_scope(sessions) as session:
+        assert session.scalars(select(SpentNonce.nonce)).all() == [fresh.nonce_hex]
+        assert session.scalar(select(func.count()).select_from(Nonce)) == 0

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.db.models import Nonce
+from server.db.models import BootAttestation, Nonce, SpentNonce
 from server.errors import NonceRejected
 from server.nonces import PURGE_GRACE, consume_nonce, issue_nonce, purge_nonces
 from tdxsim.state import SimState
@@ -123,5 +123,9 @@ def test_fifty_concurrent_posts_one_nonce_over_http(
         assert "luks-pw-" not in server.logs()
     engine = make_engine(database_url, pool_size=1)
     with session_scope(make_sessionmaker(engine)) as session:
-        assert session.scalar(select(func.count()).select_from(Nonce)) == 1
+        assert session.scalars(select(SpentNonce.nonce)).all() == [nonce.hex()]
+        accepted = select(func.count()).where(
+            BootAttestation.nonce == nonce.hex(), BootAttestation.verdict == "accepted"
+        )
+        assert session.scalar(accepted) == 1
     engine.dispose()
