@@ -6,8 +6,8 @@ replace it; the database cache lives in ``server.collateral_cache``.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -133,45 +133,62 @@ def _pck_ca_name(crl: x509.CertificateRevocationList) -> str:
     return "processor" if "processor" in common_name else "platform"
 
 
+class CollateralNotFound(CollateralError):
+    """The collateral service has no collateral for this platform (FMSPC or PCK CA)."""
+
+
 class PcsCollateralFetcher:
-    """Fetches collateral from a PCCS or Intel PCS speaking the v4 API over HTTP(S)."""
+    """Fetches collateral from a PCCS or Intel PCS speaking the v4 API over HTTP(S).
+
+    ``timeout`` bounds the whole fetch (every request, connection and byte of it), not
+    each read: a service that answers one byte at a time cannot hold it longer.
+    """
 
     def __init__(
         self,
         base_url: str,
         timeout: float = 10.0,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         base = base_url.rstrip("/")
         for suffix in API_SUFFIXES:
             if base.endswith(suffix):
                 base = base[: -len(suffix)]
         self.base_url = base
-        self._client_factory: Callable[[], httpx.Client] = lambda: httpx.Client(
-            timeout=timeout, transport=transport, follow_redirects=True
-        )
+        self.timeout = timeout
+        self._transport = transport
 
     def __call__(self, fmspc: str, ca: str) -> str:
         """Fetch TCB info, QE identity and both CRLs; return dcap-qvl JSON.
 
-        Raises CollateralError when the service is unreachable or answers badly.
+        Blocking (runs its own event loop): call it on a worker thread. Raises
+        CollateralNotFound when the service has nothing for the platform, CollateralError
+        when it is unreachable, answers badly or not within ``timeout`` seconds.
         """
         try:
-            with self._client_factory() as client:
-                return self._fetch(client, fmspc, ca)
+            return asyncio.run(asyncio.wait_for(self._fetch(fmspc, ca), self.timeout))
+        except TimeoutError:
+            raise CollateralError(
+                f"collateral service {self.base_url} did not deliver within {self.timeout:g} s"
+            ) from None
         except httpx.HTTPError as exc:
             raise CollateralError(
                 f"collateral service {self.base_url} unreachable: {type(exc).__name__}"
             ) from None
 
-    def _fetch(self, client: httpx.Client, fmspc: str, ca: str) -> str:
-        tcb = self._get(client, "/tdx/certification/v4/tcb", {"fmspc": fmspc.upper()})
-        tcb_info, tcb_sig = _signed_body(tcb.text, "tcbInfo")
-        qe = self._get(client, "/tdx/certification/v4/qe/identity", {})
-        qe_identity, qe_sig = _signed_body(qe.text, "enclaveIdentity")
-        crl = self._get(client, "/sgx/certification/v4/pckcrl", {"ca": ca, "encoding": "der"})
-        pck_crl_chain = _issuer_chain(crl, PCK_CRL_ISSUER_HEADERS)
-        root_crl = self._root_ca_crl(client, pck_crl_chain)
+    async def _fetch(self, fmspc: str, ca: str) -> str:
+        async with httpx.AsyncClient(
+            timeout=self.timeout, transport=self._transport, follow_redirects=True
+        ) as client:
+            tcb = await self._get(client, "/tdx/certification/v4/tcb", {"fmspc": fmspc.upper()})
+            tcb_info, tcb_sig = _signed_body(tcb.text, "tcbInfo")
+            qe = await self._get(client, "/tdx/certification/v4/qe/identity", {})
+            qe_identity, qe_sig = _signed_body(qe.text, "enclaveIdentity")
+            crl = await self._get(
+                client, "/sgx/certification/v4/pckcrl", {"ca": ca, "encoding": "der"}
+            )
+            pck_crl_chain = _issuer_chain(crl, PCK_CRL_ISSUER_HEADERS)
+            root_crl = await self._root_ca_crl(client, pck_crl_chain)
         return json.dumps(
             {
                 "pck_crl_issuer_chain": pck_crl_chain,
@@ -186,19 +203,23 @@ class PcsCollateralFetcher:
             }
         )
 
-    def _get(self, client: httpx.Client, path: str, params: dict[str, str]) -> httpx.Response:
-        response = client.get(self.base_url + path, params=params)
+    async def _get(
+        self, client: httpx.AsyncClient, path: str, params: dict[str, str]
+    ) -> httpx.Response:
+        response = await client.get(self.base_url + path, params=params)
+        if response.status_code == 404 and path != "/tdx/certification/v4/qe/identity":
+            raise CollateralNotFound(f"collateral service has no {path} for this platform (404)")
         if response.status_code != 200:
             raise CollateralError(f"collateral service answered {response.status_code} for {path}")
         return response
 
-    def _root_ca_crl(self, client: httpx.Client, pck_crl_chain: str) -> bytes:
-        response = client.get(self.base_url + "/sgx/certification/v4/rootcacrl")
+    async def _root_ca_crl(self, client: httpx.AsyncClient, pck_crl_chain: str) -> bytes:
+        response = await client.get(self.base_url + "/sgx/certification/v4/rootcacrl")
         if response.status_code == 200:
             return _crl_der(response.content)
         # Intel's PCS does not serve the root CA CRL; the root certificate names where it is.
         url = _root_crl_distribution_point(pck_crl_chain)
-        response = client.get(url)
+        response = await client.get(url)
         if response.status_code != 200:
             raise CollateralError(f"root CA CRL answered {response.status_code}")
         return _crl_der(response.content)

@@ -14,7 +14,7 @@ from server.boot_nonces import KEY_PURPOSE, SALT_BYTES, SALT_NAME, BootNonces
 from server.boot_store import BootStore
 from server.clock import Clock
 from server.collateral import CollateralFetcher, PcsCollateralFetcher
-from server.collateral_cache import CollateralCache
+from server.collateral_cache import CollateralCache, CollateralPolicy
 from server.db.engine import make_engine, make_sessionmaker
 from server.db.secrets import shared_secret
 from server.errors import ConfigurationError
@@ -69,6 +69,7 @@ class ServerContext:
         fetcher = collateral_fetcher or PcsCollateralFetcher(
             settings.pccs_url, timeout=settings.collateral_fetch_timeout_seconds
         )
+        metrics = Metrics()
         return cls(
             settings=settings,
             clock=clock,
@@ -79,10 +80,15 @@ class ServerContext:
             collateral=CollateralCache(
                 sessions,
                 fetcher,
-                refresh_margin=timedelta(seconds=settings.collateral_refresh_margin_seconds),
-                retry_after_seconds=settings.collateral_retry_after_seconds,
+                CollateralPolicy(
+                    refresh_margin=timedelta(seconds=settings.collateral_refresh_margin_seconds),
+                    retry_after_seconds=settings.collateral_retry_after_seconds,
+                    fetch_timeout_seconds=settings.collateral_fetch_timeout_seconds,
+                    unknown_platform_seconds=settings.collateral_unknown_platform_seconds,
+                ),
+                metrics,
             ),
-            metrics=Metrics(),
+            metrics=metrics,
             boot_store=BootStore(engine),
             platform_policy=settings.platform_policy(),
         )

@@ -43,6 +43,17 @@ class Metrics:
             ["fmspc", "ca"],
             registry=self.registry,
         )
+        self.collateral_fetches = Counter(
+            "tdx_attest_collateral_fetches",
+            "Collateral fetches from the PCCS/PCS by result: fetched, failed, unknown_platform",
+            ["result"],
+            registry=self.registry,
+        )
+        self.collateral_fetches_in_flight = Gauge(
+            "tdx_attest_collateral_fetches_in_flight",
+            "Collateral fetches running now (at most one per FMSPC and CA)",
+            registry=self.registry,
+        )
         self.nonces_issued = Counter(
             "tdx_attest_nonces_issued", "Nonces issued", ["kind"], registry=self.registry
         )

@@ -49,6 +49,7 @@ class Settings:
     collateral_refresh_margin_seconds: int = 3600
     collateral_retry_after_seconds: int = 60
     collateral_fetch_timeout_seconds: float = 10.0
+    collateral_unknown_platform_seconds: int = 600
     nonce_purge_interval_seconds: int = 60
     database_connect_timeout_seconds: float = 3.0
     database_statement_timeout_seconds: float = 5.0
@@ -93,6 +94,8 @@ class Settings:
         if self.collateral_refresh_margin_seconds < 0:
             raise ConfigurationError("collateral_refresh_margin_seconds must not be negative")
         for name in (
+            "collateral_fetch_timeout_seconds",
+            "collateral_unknown_platform_seconds",
             "database_connect_timeout_seconds",
             "database_statement_timeout_seconds",
             "database_pool_timeout_seconds",

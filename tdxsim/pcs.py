@@ -18,8 +18,9 @@ point URL>``                                       certificates.trustedservices.
 =================================================  ==========================================
 
 Unknown FMSPC or CA: 404; malformed parameters: 400; other paths: 404; other methods: 405.
-For tests the server can fail (any status, N times or until cleared), stall, or go down
-(connections refused) and come back on the same port, from Python or from CLI flags.
+For tests the server can fail (any status, N times or until cleared), delay its answers,
+stall (read requests and never answer), trickle (send each answer one byte at a time), or
+go down (connections refused) and come back on the same port, from Python or CLI flags.
 """
 
 from __future__ import annotations
@@ -177,6 +178,10 @@ class _Controls:
     lock: threading.Lock = field(default_factory=threading.Lock)
     failures: list[_Failure] = field(default_factory=list)
     delay: float = 0.0
+    stalled: bool = False
+    trickle: float = 0.0  # seconds between bytes; 0: answers go out whole
+    # Set when stalls and trickles end (cleared or stopped): waiting handlers go on.
+    released: threading.Event = field(default_factory=threading.Event)
     requests: list[str] = field(default_factory=list)
     # Open client connections: an outage must also cut kept-alive ones.
     connections: set[socket.socket] = field(default_factory=set)
@@ -366,6 +371,8 @@ class PcsServer:
 
     def stop(self) -> None:
         """Stop serving and close the socket (connections are then refused). Raises nothing."""
+        # Handlers waiting in a stall or a trickle go on (into closed connections).
+        self._controls.released.set()
         with self._state_lock:
             server, thread = self._server, self._thread
             self._server = self._thread = None
@@ -414,11 +421,31 @@ class PcsServer:
         with self._controls.lock:
             self._controls.delay = seconds
 
+    def stall(self) -> None:
+        """Read every request but answer none until :meth:`clear_faults`. Raises nothing."""
+        with self._controls.lock:
+            self._controls.stalled = True
+            self._controls.released.clear()
+
+    def set_trickle(self, seconds_per_byte: float) -> None:
+        """Send every answer one byte at a time, ``seconds_per_byte`` apart (0 disables).
+
+        Raises ValueError if negative.
+        """
+        if seconds_per_byte < 0:
+            raise ValueError("trickle interval must not be negative")
+        with self._controls.lock:
+            self._controls.trickle = seconds_per_byte
+            self._controls.released.clear()
+
     def clear_faults(self) -> None:
-        """Drop failures and delay. Raises nothing."""
+        """Drop failures, delay, stall and trickle (waiting answers go out). Raises nothing."""
         with self._controls.lock:
             self._controls.failures.clear()
             self._controls.delay = 0.0
+            self._controls.stalled = False
+            self._controls.trickle = 0.0
+            self._controls.released.set()
 
     @property
     def requests(self) -> list[str]:
@@ -451,8 +478,11 @@ class PcsServer:
                 with controls.lock:
                     controls.requests.append(self.path)
                     delay = controls.delay
+                    stalled = controls.stalled
                 if delay:
                     time.sleep(delay)
+                if stalled:
+                    controls.released.wait()
                 target = urlsplit(self.path)
                 status = controls.next_failure(target.path)
                 if status is not None:
@@ -471,14 +501,37 @@ class PcsServer:
             do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_method
 
             def _send(self, reply: _Reply) -> None:
+                headers = (
+                    ("Content-Type", reply.content_type),
+                    ("Content-Length", str(len(reply.body))),
+                    ("Request-ID", uuid.uuid4().hex),
+                    *reply.headers,
+                )
+                with controls.lock:
+                    trickle = controls.trickle
+                if trickle:
+                    self._trickle(reply, headers, trickle)
+                    return
                 self.send_response(reply.status)
-                self.send_header("Content-Type", reply.content_type)
-                self.send_header("Content-Length", str(len(reply.body)))
-                self.send_header("Request-ID", uuid.uuid4().hex)
-                for name, value in reply.headers:
+                for name, value in headers:
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(reply.body)
+
+            def _trickle(
+                self, reply: _Reply, headers: tuple[tuple[str, str], ...], interval: float
+            ) -> None:
+                # The whole answer (status line and headers too), one byte at a time.
+                self.log_request(reply.status)
+                head = f"{self.protocol_version} {reply.status} {HTTPStatus(reply.status).phrase}"
+                lines = [head, *(f"{name}: {value}" for name, value in headers), "", ""]
+                data = "\r\n".join(lines).encode("latin-1") + reply.body
+                for index in range(len(data)):
+                    self.wfile.write(data[index : index + 1])
+                    self.wfile.flush()
+                    if controls.released.wait(interval):
+                        self.wfile.write(data[index + 1 :])
+                        return
 
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("pcs: " + format, *args)
@@ -573,7 +626,19 @@ def add_pcs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         metavar="STATUS[*N]",
         help="answer STATUS (e.g. 503) to the first N requests (all without *N)",
     )
-    parser.add_argument("--delay", type=float, default=0.0, help="stall every response (s)")
+    parser.add_argument("--delay", type=float, default=0.0, help="delay every response (s)")
+    parser.add_argument(
+        "--stall",
+        action="store_true",
+        help="accept connections and read requests, but never answer",
+    )
+    parser.add_argument(
+        "--trickle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="send every answer one byte at a time, SECONDS apart",
+    )
     parser.add_argument(
         "--outage",
         type=_outage_spec,
@@ -596,6 +661,10 @@ def run(args: argparse.Namespace) -> int:
         server.fail(args.fail[0], args.fail[1])
     if args.delay:
         server.set_delay(args.delay)
+    if args.stall:
+        server.stall()
+    if args.trickle:
+        server.set_trickle(args.trickle)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dcap_qvl
@@ -11,11 +13,18 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
-from server.collateral import CollateralError, PcsCollateralFetcher, parse_collateral
+from server.collateral import (
+    CollateralError,
+    CollateralNotFound,
+    PcsCollateralFetcher,
+    parse_collateral,
+)
+from server.collateral_cache import CollateralCache, CollateralPolicy, import_collateral
 from server.db.engine import make_engine, make_sessionmaker, session_scope
 from server.db.models import CollateralCacheEntry
+from server.errors import CollateralUnavailable
 from tdxsim.pcs import PcsCollateral, PcsServer
 from tdxsim.state import SimState
 from tests.support.sim_server import FrozenClock, sim_server
@@ -158,6 +167,8 @@ def test_refresh_ahead_of_expiry(tmp_path: Path, database_url: str, sim: SimStat
         pcs.come_back()
         clock.advance(hours=23, minutes=30)
         assert srv.boot()[0].status_code == 200
+        # The refresh runs in the background while the still-valid copy serves.
+        assert srv.app.state.ctx.collateral.wait_for_refreshes(60)
         assert _cache_rows(database_url)[0].next_update == start + dt.timedelta(days=10)
 
 
@@ -230,3 +241,104 @@ def test_der_crl_ending_in_a_whitespace_byte_is_kept_whole() -> None:
     else:
         pytest.fail("no CRL ending in a whitespace byte was produced")
     assert _crl_der(der) == der
+
+
+def test_a_fetch_has_one_total_deadline(sim: SimState) -> None:
+    """A service sending one byte at a time cannot hold a fetch past its deadline."""
+    with PcsServer(PcsCollateral.from_state(sim)) as pcs:
+        pcs.set_trickle(2)
+        try:
+            with pytest.raises(CollateralError, match="did not deliver within 1 s"):
+                PcsCollateralFetcher(pcs.url, timeout=1)(sim.fmspc.hex(), "platform")
+        finally:
+            pcs.clear_faults()
+
+
+class BlockingFetcher:
+    """A collateral fetcher that waits until released, counting its calls."""
+
+    def __init__(self, text: str | None, error: CollateralError | None = None) -> None:
+        self.text = text
+        self.error = error
+        self.calls = 0
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def __call__(self, fmspc: str, ca: str) -> str:
+        self.calls += 1
+        self.entered.set()
+        self.release.wait(60)
+        if self.error is not None:
+            raise self.error
+        assert self.text is not None
+        return self.text
+
+
+def _cache(
+    database_url: str, fetcher: BlockingFetcher, margin: dt.timedelta
+) -> tuple[CollateralCache, Engine]:
+    engine = make_engine(database_url, pool_size=5)
+    policy = CollateralPolicy(
+        refresh_margin=margin, retry_after_seconds=60, fetch_timeout_seconds=30
+    )
+    return CollateralCache(make_sessionmaker(engine), fetcher, policy), engine
+
+
+def test_valid_collateral_serves_while_its_one_refresh_runs(
+    database_url: str, sim: SimState
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    engine = make_engine(database_url, pool_size=1)
+    import_collateral(make_sessionmaker(engine), sim.collateral_json, now)
+    engine.dispose()
+    fetcher = BlockingFetcher(sim.collateral_json)
+    cache, engine = _cache(database_url, fetcher, margin=dt.timedelta(days=1000))
+    try:
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            served = list(
+                pool.map(lambda _: cache.get(sim.fmspc.hex(), "platform", now), range(10))
+            )
+        # Every call returned while the fetcher was still blocked: none waited on it.
+        assert not fetcher.release.is_set()
+        assert all(collateral.fmspc == sim.fmspc.hex() for collateral, _ in served)
+        assert fetcher.entered.wait(60)
+        assert fetcher.calls == 1
+    finally:
+        fetcher.release.set()
+        assert cache.wait_for_refreshes(60)
+        engine.dispose()
+
+
+def test_without_valid_collateral_callers_join_the_fetch_in_flight(
+    database_url: str, sim: SimState
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    fetcher = BlockingFetcher(sim.collateral_json)
+    cache, engine = _cache(database_url, fetcher, margin=dt.timedelta(hours=1))
+    try:
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            pending = [pool.submit(cache.get, sim.fmspc.hex(), "platform", now) for _ in range(10)]
+            assert fetcher.entered.wait(60)
+            fetcher.release.set()
+            results = [future.result() for future in pending]
+        assert all(collateral.fmspc == sim.fmspc.hex() for collateral, _ in results)
+        assert fetcher.calls == 1
+    finally:
+        fetcher.release.set()
+        engine.dispose()
+
+
+def test_a_platform_the_service_does_not_know_is_remembered(
+    database_url: str, sim: SimState
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    fetcher = BlockingFetcher(None, CollateralNotFound("no TCB info for this FMSPC (404)"))
+    fetcher.release.set()
+    cache, engine = _cache(database_url, fetcher, margin=dt.timedelta(hours=1))
+    try:
+        for _ in range(3):
+            with pytest.raises(CollateralUnavailable):
+                cache.get("00a06f000000", "platform", now)
+        assert fetcher.calls == 1
+    finally:
+        engine.dispose()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import dcap_qvl
 import httpx
@@ -219,6 +222,100 @@ def test_stall_and_outage(server: PcsServer) -> None:
     server.come_back()
     assert server.port == port
     assert httpx.get(server.url + ROOTCRL, timeout=2).status_code == 200
+
+
+def _open_request(url: str, target: str) -> socket.socket:
+    parsed = urlsplit(url)
+    sock = socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 80), 60)
+    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: pcs\r\n\r\n".encode())
+    return sock
+
+
+def _nothing_more_to_read(sock: socket.socket) -> bool:
+    readable, _, _ = select.select([sock], [], [], 0)
+    return not readable
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def _wait_for_request(server: PcsServer, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(server.requests) < count:
+        assert time.monotonic() < deadline, "the request never reached the server"
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_stall_reads_requests_and_answers_none_until_cleared(server: PcsServer) -> None:
+    server.stall()
+    with _open_request(server.url, ROOTCRL) as sock:
+        _wait_for_request(server, 1)
+        assert _nothing_more_to_read(sock)
+        server.clear_faults()
+        assert _read_answer(sock).startswith(b"HTTP/1.1 200 OK")
+
+
+@pytest.mark.slow
+def test_trickle_sends_one_byte_at_a_time(server: PcsServer) -> None:
+    # An interval no test outlives: only the first byte can have been sent.
+    server.set_trickle(3600)
+    with _open_request(server.url, ROOTCRL) as sock:
+        assert sock.recv(65536) == b"H"
+        assert _nothing_more_to_read(sock)
+        server.clear_faults()
+        answer = b"H" + _read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    with pytest.raises(ValueError):
+        server.set_trickle(-1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [["--stall"], ["--trickle", "3600"]], ids=["stall", "trickle"])
+def test_cli_stalls_and_trickles(shared_state: SimState, flags: list[str]) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tdxsim",
+            "pcs",
+            "--state",
+            str(shared_state.path),
+            "--listen",
+            "127.0.0.1:0",
+            *flags,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[-1]
+        with _open_request(url, ROOTCRL) as sock:
+            if flags[0] == "--trickle":
+                assert sock.recv(65536) == b"H"
+            # Stalled: no answer; trickling: no second byte for an hour.
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.get(url + ROOTCRL, timeout=httpx.Timeout(5.0, read=1.0))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.mark.slow
