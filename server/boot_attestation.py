@@ -420,6 +420,8 @@ def log_attestation(
     attestation_id: str | None,
 ) -> None:
     """Emit the one structured (JSON) log line of an attestation. Raises nothing."""
+    if not ATTESTATION_LOG.isEnabledFor(logging.INFO):
+        return
     ATTESTATION_LOG.info(
         json.dumps(
             {

@@ -18,7 +18,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ClauseElement, DateTime, Engine, insert, select
+from sqlalchemy import (
+    ClauseElement,
+    DateTime,
+    Engine,
+    String,
+    Text,
+    bindparam,
+    cast,
+    insert,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from agent.protocol import Reason
@@ -47,11 +57,9 @@ class NonceSpend:
 
 def _statements(dialect_name: str) -> dict[str, tuple[ClauseElement, list[str] | None]]:
     spend_insert = (postgresql.insert if dialect_name == "postgresql" else sqlite.insert)(_SPENT)
-    return {
-        "spend": (
-            spend_insert.on_conflict_do_nothing(index_elements=["nonce"]),
-            ["nonce", "expires_at", "spent_at"],
-        ),
+    spend = spend_insert.on_conflict_do_nothing(index_elements=["nonce"])
+    statements: dict[str, tuple[ClauseElement, list[str] | None]] = {
+        "spend": (spend, ["nonce", "expires_at", "spent_at"]),
         "consume": (CONSUME_STATEMENT, None),
         "look_up": (LOOK_UP_STATEMENT, None),
         "images": (
@@ -60,6 +68,42 @@ def _statements(dialect_name: str) -> dict[str, tuple[ClauseElement, list[str] |
         ),
         "record": (insert(_ATTEMPTS), [column.name for column in _ATTEMPTS.columns]),
     }
+    if dialect_name == "postgresql":
+        statements["spend_and_record"] = (_spend_and_record(), None)
+    return statements
+
+
+def _spend_and_record() -> ClauseElement:
+    """PostgreSQL: spend the nonce and record the attempt in one atomic statement.
+
+    The audit row is inserted from the spend's RETURNING: when the nonce was already
+    spent, neither row is written (rowcount 0). One round trip instead of a transaction's
+    four.
+    """
+    spent = (
+        postgresql.insert(_SPENT)
+        .values(
+            nonce=bindparam("nonce"),
+            expires_at=bindparam("expires_at"),
+            spent_at=bindparam("spent_at"),
+        )
+        .on_conflict_do_nothing(index_elements=["nonce"])
+        .returning(_SPENT.c.nonce)
+        .cte("spent")
+    )
+    columns = list(_ATTEMPTS.columns)
+    # Explicit casts to varchar(n) would cut long text silently: cast to unbounded text
+    # and let the column's own length check apply, as in a plain INSERT.
+    values = select(
+        *[
+            cast(
+                bindparam(column.name),
+                Text() if isinstance(column.type, String) else column.type,
+            ).label(column.name)
+            for column in columns
+        ]
+    ).select_from(spent)
+    return insert(_ATTEMPTS).from_select([column.name for column in columns], values)
 
 
 class BootStore:
@@ -174,6 +218,20 @@ class BootStore:
         errors if the database fails (nothing is written either).
         """
         params = self._row_params(row)
+        if not spend.stored and "spend_and_record" in self._sql:
+            with self._cursor(transaction=False) as cursor:
+                cursor.execute(
+                    self._sql["spend_and_record"],
+                    {
+                        **params,
+                        "nonce": spend.nonce_hex,
+                        "expires_at": self.timestamp(spend.expires_at),
+                        "spent_at": self.timestamp(now),
+                    },
+                )
+                if cursor.rowcount != 1:
+                    raise NonceRejected("nonce has already been used", Reason.NONCE_USED)
+            return
         with self._cursor(transaction=True) as cursor:
             if spend.stored:
                 cursor.execute(

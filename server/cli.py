@@ -217,6 +217,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         "log_level": settings.log_level.lower(),
         "proxy_headers": args.proxy_headers,
         "access_log": False,
+        # An agent's connection idles between its nonce and its attestation while the
+        # quote is made; a busy server must not close it in that gap.
+        "timeout_keep_alive": settings.http_keep_alive_seconds,
     }
     if args.workers > 1:
         # Worker processes import the app themselves and read the same settings.

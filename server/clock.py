@@ -15,7 +15,8 @@ def system_clock() -> datetime:
 
 def rfc3339(moment: datetime) -> str:
     """Format an aware datetime as RFC 3339 UTC with a ``Z`` suffix. Raises nothing."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: it is several times cheaper, on every answer.
+    return moment.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -15,6 +15,7 @@ from server.boot_store import BootStore
 from server.clock import Clock
 from server.collateral import CollateralFetcher, PcsCollateralFetcher
 from server.collateral_cache import CollateralCache, CollateralPolicy
+from server.db.availability import DatabaseGate
 from server.db.engine import make_engine, make_sessionmaker
 from server.db.secrets import shared_secret
 from server.errors import ConfigurationError
@@ -39,6 +40,7 @@ class ServerContext:
     boot_store: BootStore
     platform_policy: PlatformPolicy = field(default_factory=PlatformPolicy)
     last_nonce_purge: datetime | None = None
+    database_gate: DatabaseGate = field(default_factory=DatabaseGate)
     # Loaded on first use (it needs the database): see boot_nonce_keys().
     boot_nonces: BootNonces | None = None
     _boot_nonces_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -54,6 +54,13 @@ class Metrics:
             "Collateral fetches running now (at most one per FMSPC and CA)",
             registry=self.registry,
         )
+        self.database_unavailable = Counter(
+            "tdx_attest_database_unavailable",
+            "Boot attestations answered database_unavailable: after trying the database "
+            "(tried) or at once while it keeps requests waiting (failed_fast)",
+            ["how"],
+            registry=self.registry,
+        )
         self.nonces_issued = Counter(
             "tdx_attest_nonces_issued", "Nonces issued", ["kind"], registry=self.registry
         )

@@ -66,6 +66,7 @@ class Settings:
     td_attributes_value: str = ""
     td_attributes_mask: str = ""
     minimum_tee_tcb_svn: str = ""
+    http_keep_alive_seconds: int = 30
     bookkeeping_max_fields: int = 16
     bookkeeping_max_bytes: int = 4096
     # Fleet side: miner authentication, server registry, runtime attestation (docs/fleet.md).
@@ -94,6 +95,7 @@ class Settings:
         if self.collateral_refresh_margin_seconds < 0:
             raise ConfigurationError("collateral_refresh_margin_seconds must not be negative")
         for name in (
+            "http_keep_alive_seconds",
             "collateral_fetch_timeout_seconds",
             "collateral_unknown_platform_seconds",
             "database_connect_timeout_seconds",

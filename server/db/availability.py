@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import exc as sa_exc
@@ -121,8 +123,72 @@ def as_unavailable(exc: BaseException, retry_after: int) -> DatabaseUnavailable 
     if description is None:
         return None
     LOG.warning("database unavailable: %s", description)
+    return database_unavailable(retry_after)
+
+
+def database_unavailable(retry_after: int) -> DatabaseUnavailable:
+    """The 503 a client gets when the database cannot serve it. Raises nothing."""
     return DatabaseUnavailable(
         f"the database is unavailable (not answering, unreachable, or unable to write); "
         f"retry in {retry_after} s",
         retry_after,
     )
+
+
+class DatabaseGate:
+    """Fails requests at once while the database keeps them waiting, instead of queueing.
+
+    When a request failed because the database did not answer for at least
+    ``slow_failure_seconds`` (stalled, unreachable), the gate closes: until a request
+    succeeds again, one request per ``probe_interval_seconds`` goes through to find out,
+    and the others are answered database_unavailable without waiting for a worker or a
+    connection. Fast failures (a refused connection, a full disk) leave it open: they do
+    not hold workers. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        slow_failure_seconds: float = 1.0,
+        probe_interval_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._slow = slow_failure_seconds
+        self._interval = probe_interval_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._closed = False
+        self._next_probe = 0.0
+
+    @property
+    def closed(self) -> bool:
+        """True while requests are being failed fast. Raises nothing."""
+        return self._closed
+
+    def admit(self) -> bool:
+        """True when this request may use the database (open, or it is the probe)."""
+        if not self._closed:
+            return True
+        with self._lock:
+            now = self._clock()
+            if now < self._next_probe:
+                return False
+            self._next_probe = now + self._interval
+            return True
+
+    def failed(self, waited_seconds: float) -> None:
+        """A request found the database unavailable after waiting ``waited_seconds``."""
+        if waited_seconds < self._slow:
+            return
+        with self._lock:
+            if not self._closed:
+                LOG.warning("the database keeps requests waiting: failing them fast")
+            self._closed = True
+            self._next_probe = self._clock() + self._interval
+
+    def succeeded(self) -> None:
+        """A request was served by the database. Raises nothing."""
+        if self._closed:
+            with self._lock:
+                self._closed = False
+            LOG.warning("the database answers again")

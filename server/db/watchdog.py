@@ -46,13 +46,17 @@ class ConnectionWatchdog:
         """
         with self._condition:
             previous = self._armed.pop(key, None)
+            idle = not self._armed
             self._armed[key] = _Armed(self._clock() + self.limit_seconds, cut, release)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="database-watchdog", daemon=True
                 )
                 self._thread.start()
-            self._condition.notify()
+            # Every deadline is later than those already armed (one limit for all), so the
+            # watchdog needs waking only when it had nothing to wait for.
+            if idle:
+                self._condition.notify()
         if previous is not None and previous.release is not None:
             previous.release()
 

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 
 from agent.protocol import BOOT_ATTESTATION_PATH, NONCE_HEADER, NONCE_PATH, b64encode
-from server.boot_attestation import BootRequest, attest_boot
+from server.boot_attestation import BootRequest, BootResult, attest_boot
 from server.clock import rfc3339
 from server.context import ServerContext
+from server.db.availability import database_unavailable
 from server.dependencies import get_context, peer_address
+from server.errors import DatabaseUnavailable, ServerError
 from server.nonces import purge_nonces
 from server.schemas import (
     BootAttestationRequest,
@@ -26,6 +31,10 @@ from server.schemas import (
 
 router = APIRouter(tags=["boot"])
 LOG = logging.getLogger("tdx_attest.server")
+# Worker threads verifying attestations at once, per process. Verification is CPU under
+# one interpreter lock: more threads only contend for it (each handover costs CPU), a few
+# overlap the database round trips. Requests beyond wait their turn in order.
+ATTEST_THREADS = 8
 
 REFUSALS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -66,6 +75,37 @@ async def get_nonce(
     return JSONResponse(
         {"nonce": nonce.hex, "expires_at": rfc3339(nonce.expires_at)}, background=purge
     )
+
+
+def _attest(ctx: ServerContext, boot: BootRequest) -> BootResult:
+    """attest_boot on a worker thread, telling the database gate how the database did.
+
+    Checked when the request gets its worker: requests queued behind workers that a
+    stalled database held are answered at once.
+    """
+    if not ctx.database_gate.admit():
+        ctx.metrics.database_unavailable.labels("failed_fast").inc()
+        raise database_unavailable(ctx.settings.database_retry_after_seconds)
+    started = time.monotonic()
+    try:
+        result = attest_boot(ctx, boot)
+    except DatabaseUnavailable:
+        ctx.metrics.database_unavailable.labels("tried").inc()
+        ctx.database_gate.failed(time.monotonic() - started)
+        raise
+    except ServerError:
+        # Refused, and recorded: the database served the attempt.
+        ctx.database_gate.succeeded()
+        raise
+    ctx.database_gate.succeeded()
+    return result
+
+
+def _limiter(request: Request) -> anyio.CapacityLimiter:
+    limiter: anyio.CapacityLimiter | None = getattr(request.app.state, "attest_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.attest_limiter = anyio.CapacityLimiter(ATTEST_THREADS)
+    return limiter
 
 
 def _purge_due(ctx: ServerContext, now: datetime) -> bool:
@@ -120,7 +160,7 @@ async def post_boot_attestation(
         identity_key=body.identity_key,
     )
     # Database work and collateral fetches block: never on the event loop.
-    result = await run_in_threadpool(attest_boot, ctx, boot)
+    result = await anyio.to_thread.run_sync(_attest, ctx, boot, limiter=_limiter(request))
     return JSONResponse(
         {
             "attestation_id": result.attestation_id,

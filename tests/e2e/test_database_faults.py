@@ -8,6 +8,7 @@ never a 500, a hang or a dropped connection, and /healthz answers throughout.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -120,6 +121,11 @@ def assert_database_unavailable(response: httpx.Response) -> None:
     assert "luks-pw" not in response.text
 
 
+def wait_until_ready(rig: Rig) -> None:
+    """Until /readyz finds the database answering (which also ends failing fast)."""
+    wait_for(lambda: rig.client.get("/readyz").status_code == 200, "the server to be ready")
+
+
 def wait_for(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + STATE_WAIT_SECONDS
     while not condition():
@@ -142,10 +148,10 @@ def test_stalled_database_gives_503_and_the_nonce_survives(rig: Rig) -> None:
         during = prepare(rig)
     finally:
         rig.proxy.resume()
+    wait_until_ready(rig)
     # The attempt the database did not answer spent nothing.
     assert_released(boot.post(rig.client), boot)
     assert_released(during.post(rig.client), during)
-    assert rig.client.get("/readyz").json()["status"] == "ready"
 
 
 def test_liveness_answers_while_requests_wait_on_a_stalled_database(patient_rig: Rig) -> None:
@@ -233,3 +239,28 @@ def test_an_attempt_whose_row_cannot_be_written_spends_nothing(rig: Rig) -> None
     finally:
         rig.proxy.clear_write_failures()
     assert_released(boot.post(rig.client), boot)
+
+
+def _metric(client: httpx.Client, how: str) -> float:
+    pattern = rf'^tdx_attest_database_unavailable_total{{how="{how}"}} (\S+)$'
+    found = re.search(pattern, client.get("/metrics").text, re.MULTILINE)
+    return float(found[1]) if found else 0.0
+
+
+def test_while_the_database_keeps_requests_waiting_the_rest_fail_fast(rig: Rig) -> None:
+    """Requests do not queue behind workers stuck on a stalled database."""
+    assert_released(complete_boot(rig))
+    boots = [prepare(rig) for _ in range(40)]
+    rig.proxy.stall()
+    try:
+        with ThreadPoolExecutor(max_workers=len(boots)) as pool:
+            answers = list(pool.map(lambda boot: boot.post(rig.client), boots))
+        for answer in answers:
+            assert_database_unavailable(answer)
+        assert _metric(rig.client, "tried") >= 1
+        assert _metric(rig.client, "failed_fast") >= 1
+    finally:
+        rig.proxy.resume()
+    wait_until_ready(rig)
+    for boot in boots[:3]:
+        assert_released(boot.post(rig.client), boot)

@@ -150,6 +150,7 @@ def live_server(
     dev_mode: bool = False,
     extra_env: Mapping[str, str] | None = None,
     start_timeout: float = 30.0,
+    workers: int = 1,
 ) -> Iterator[LiveServer]:
     """Migrate, optionally import collateral, start `tdx-attest-server serve`, wait, stop."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +169,16 @@ def live_server(
     port = free_port()
     log = log_path.open("ab")
     process = subprocess.Popen(
-        [str(SERVER_EXE), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            str(SERVER_EXE),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

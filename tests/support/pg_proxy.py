@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import struct
 import threading
@@ -321,7 +322,9 @@ def _cstrings(payload: bytes) -> list[str]:
 
 
 def _is_write(query: str) -> bool:
-    return query.lstrip().upper().startswith(_WRITE_VERBS)
+    # Also a data-changing statement inside a WITH, or after other clauses.
+    words = set(re.findall(r"[A-Z]+", query.upper()))
+    return bool(words & set(_WRITE_VERBS))
 
 
 def _error_response(sqlstate: str, message: str) -> bytes:
