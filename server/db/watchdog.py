@@ -72,20 +72,23 @@ class ConnectionWatchdog:
             with self._condition:
                 now = self._clock()
                 due = [key for key, entry in self._armed.items() if entry.deadline <= now]
-                expired = [(key, self._armed.pop(key)) for key in due]
-                if not expired:
+                if not due:
                     upcoming = min((e.deadline for e in self._armed.values()), default=None)
                     self._condition.wait(None if upcoming is None else upcoming - now)
                     continue
-            for _, entry in expired:
-                self.cuts += 1
-                LOG.warning(
-                    "a database connection was held over %.1f s: cutting it", self.limit_seconds
-                )
-                try:
-                    entry.cut()
-                except Exception:
-                    LOG.debug("cutting a database connection failed", exc_info=True)
-                finally:
-                    if entry.release is not None:
-                        entry.release()
+                # Cut under the lock: a connection being returned (disarm) waits for its
+                # cut, so a cut never reaches the connection's next user.
+                for key in due:
+                    self._cut(self._armed.pop(key))
+
+    def _cut(self, entry: _Armed) -> None:
+        self.cuts += 1
+        LOG.warning("a database connection was held over %.1f s: cutting it", self.limit_seconds)
+        try:
+            entry.cut()
+        except Exception:
+            # A connection already closed: nothing is left to cut.
+            LOG.debug("cutting a database connection failed", exc_info=True)
+        finally:
+            if entry.release is not None:
+                entry.release()
