@@ -223,16 +223,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         "timeout_keep_alive": settings.http_keep_alive_seconds,
     }
     if args.workers > 1:
+        from server.workers import bind_sockets, run_workers
+
         # Worker processes import the app themselves and read the same settings.
         if args.config is not None:
             os.environ[CONFIG_ENV] = str(args.config)
         create_app(settings).state.ctx.engine.dispose()
-        uvicorn.run(
-            "server.app:create_app_from_environment",
-            factory=True,
-            workers=args.workers,
-            **options,
-        )
+        sockets = bind_sockets(args.host, args.port, args.workers)
+        return run_workers(sockets, options)
     else:
         app = create_app(settings)
         tune_garbage_collector()
