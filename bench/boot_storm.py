@@ -20,7 +20,6 @@ PostgreSQL at TDX_ATTEST_TEST_PG_URL)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tdxsim.state import SimState
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.live_server import live_server
-from tests.support.storm import storm, summarise
+from tests.support.storm import run_storm, summarise
 
 TARGET_BOOTS = 2000
 TARGET_P99_SECONDS = 5.0
@@ -61,11 +60,11 @@ def run(count: int, workers: int) -> dict[str, Any]:
                 golden.write_bytes(sim.make_quote(bytes(64)))
                 server.add_image("storm", passphrase=PASSPHRASE, quote_file=golden)
                 port = int(server.base_url.rsplit(":", 1)[1])
-                warm = asyncio.run(storm(port, sim, WARMUP_BOOTS, PASSPHRASE))
+                warm = run_storm(port, sim, WARMUP_BOOTS, PASSPHRASE)
                 if any(outcome.latency is None for outcome in warm.outcomes):
                     raise RuntimeError(f"warm-up boots failed: {warm.outcomes[:3]}")
                 load_before = os.getloadavg()
-                result = asyncio.run(storm(port, sim, count, PASSPHRASE))
+                result = run_storm(port, sim, count, PASSPHRASE)
                 load_after = os.getloadavg()
             figures = summarise(result, database_url, count)
         finally:

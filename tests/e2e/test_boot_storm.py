@@ -7,7 +7,6 @@ of a 2,000-boot storm are measured by bench/boot_storm.py.)
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from tdxsim.state import SimState
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.live_server import live_server
-from tests.support.storm import storm, summarise
+from tests.support.storm import run_storm, summarise
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 PASSPHRASE = b"luks-pw-burst-4c2d19"
@@ -38,7 +37,7 @@ def test_every_boot_of_a_burst_is_answered_and_released_once(tmp_path: Path) -> 
             golden.write_bytes(sim.make_quote(bytes(64)))
             server.add_image("golden", passphrase=PASSPHRASE, quote_file=golden)
             port = int(server.base_url.rsplit(":", 1)[1])
-            result = asyncio.run(storm(port, sim, BOOTS, PASSPHRASE))
+            result = run_storm(port, sim, BOOTS, PASSPHRASE)
         figures = summarise(result, database_url, BOOTS)
     finally:
         drop_postgres_database(database_url)
