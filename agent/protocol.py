@@ -106,7 +106,6 @@ class Reason(enum.StrEnum):
     IDENTITY_SIGNATURE_INVALID = "identity_signature_invalid"
     MRSEAM_REJECTED = "mrseam_rejected"
     XFAM_REJECTED = "xfam_rejected"
-    TD_ATTRIBUTES_REJECTED = "td_attributes_rejected"
     TEE_TCB_SVN_TOO_LOW = "tee_tcb_svn_too_low"
     INTERNAL_ERROR = "internal_error"
 

@@ -1,4 +1,4 @@
-"""Revision 0003 (stateless boot nonces) on both databases: up and down cleanly."""
+"""Revision 0006 (stateless boot nonces) on both databases: up and down cleanly."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def tables(url: str) -> set[str]:
 def test_stateless_nonce_revision_downgrades_and_upgrades(database_url: str) -> None:
     config = alembic_config(database_url)
     assert tables(database_url) >= NEW_TABLES
-    command.downgrade(config, "0002_fleet")
+    command.downgrade(config, "0005_identity_binding")
     remaining = tables(database_url)
     assert not NEW_TABLES & remaining
     assert {"nonces", "boot_attestations", "servers"} <= remaining

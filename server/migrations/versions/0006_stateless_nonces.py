@@ -5,8 +5,8 @@ key derived from the master key and a random salt kept in ``server_secrets``; an
 inserts its nonce into ``spent_nonces`` in the same transaction as its audit row.
 Runtime nonces and boot nonces issued before this revision stay in ``nonces``.
 
-Revision ID: 0003_stateless_nonces
-Revises: 0002_fleet
+Revision ID: 0006_stateless_nonces
+Revises: 0005_identity_binding
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from alembic import op
 
 from server.db.base import UtcDateTime
 
-revision = "0003_stateless_nonces"
-down_revision = "0002_fleet"
+revision = "0006_stateless_nonces"
+down_revision = "0005_identity_binding"
 branch_labels = None
 depends_on = None
 
