@@ -2,6 +2,6 @@
 
 import sys
 
-from agent.cli import main
+from tdx_boot_attest.agent.cli import main
 
 sys.exit(main())

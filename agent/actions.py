@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from agent.config import Config, FailureAction
-from agent.errors import ActionError
+from tdx_boot_attest.agent.config import Config, FailureAction
+from tdx_boot_attest.agent.errors import ActionError
 
 Runner = Callable[[Sequence[str]], int]
 

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from agent import protocol
-from agent.errors import (
+from tdx_boot_attest.agent import protocol
+from tdx_boot_attest.agent.errors import (
     AgentError,
     ConfigError,
     DeadlineExceeded,
@@ -26,12 +26,12 @@ from agent.errors import (
     TransientError,
     TransportError,
 )
-from agent.tsm import QuoteProvider
+from tdx_boot_attest.agent.tsm import QuoteProvider
 
 if TYPE_CHECKING:
     import requests
 
-    from agent.identity import Identity
+    from tdx_boot_attest.agent.identity import Identity
 
 T = TypeVar("T")
 Clock = Callable[[], float]

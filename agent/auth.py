@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
-from agent.errors import AgentError, LocalReason
-from agent.protocol import (
+from tdx_boot_attest.agent.errors import AgentError, LocalReason
+from tdx_boot_attest.agent.protocol import (
     HOTKEY_HEADER,
     NONCE_HEADER,
     SIGNATURE_HEADER,

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from agent.errors import AgentError, LocalReason
-from agent.eventlog import EventLogError, parse_event_log
-from agent.protocol import MAX_EVENT_LOG_BYTES, Reason
+from tdx_boot_attest.agent.errors import AgentError, LocalReason
+from tdx_boot_attest.agent.eventlog import EventLogError, parse_event_log
+from tdx_boot_attest.agent.protocol import MAX_EVENT_LOG_BYTES, Reason
 
 # Larger than any log area firmware reserves, so the padding never hides a too-long log.
 _READ_LIMIT: Final = 16 * 1024 * 1024

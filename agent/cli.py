@@ -10,9 +10,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from agent.config import DEFAULT_CMDLINE_PATH, DEFAULT_CONFIG_PATH, Config, load_config
-from agent.console import DEFAULT_KMSG, Console
-from agent.errors import AgentError, ConfigError, LocalReason
+from tdx_boot_attest.agent.config import (
+    DEFAULT_CMDLINE_PATH,
+    DEFAULT_CONFIG_PATH,
+    Config,
+    load_config,
+)
+from tdx_boot_attest.agent.console import DEFAULT_KMSG, Console
+from tdx_boot_attest.agent.errors import AgentError, ConfigError, LocalReason
 
 EXIT_OK: Final = 0
 EXIT_INTERNAL: Final = 1
@@ -182,7 +187,7 @@ def _fail(console: Console, exc: AgentError, args: argparse.Namespace) -> AgentE
 
 
 def _cmd_boot(args: argparse.Namespace, console: Console) -> int:
-    from agent.boot import BootContext, unlock_volumes
+    from tdx_boot_attest.agent.boot import BootContext, unlock_volumes
 
     config = _config(args)
     volumes = config.volumes
@@ -199,7 +204,7 @@ def _cmd_boot(args: argparse.Namespace, console: Console) -> int:
         raise
     except AgentError as exc:
         _fail(console, exc, args)
-        from agent.actions import FailureActions
+        from tdx_boot_attest.agent.actions import FailureActions
 
         FailureActions(config).run()
         return exc.exit_code
@@ -207,7 +212,7 @@ def _cmd_boot(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_keyscript(args: argparse.Namespace, console: Console) -> int:
-    from agent.boot import BootContext, keyscript
+    from tdx_boot_attest.agent.boot import BootContext, keyscript
 
     config = _config(args)
     volume = os.environ.get("CRYPTTAB_NAME") or None
@@ -217,8 +222,8 @@ def _cmd_keyscript(args: argparse.Namespace, console: Console) -> int:
         raise
     except AgentError as exc:
         _fail(console, exc, args)
-        from agent.actions import FailureActions
-        from agent.config import FailureAction
+        from tdx_boot_attest.agent.actions import FailureActions
+        from tdx_boot_attest.agent.config import FailureAction
 
         actions = FailureActions(config)
         if config.on_failure is FailureAction.PROMPT:
@@ -231,7 +236,7 @@ def _cmd_keyscript(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_quote(args: argparse.Namespace, console: Console) -> int:
-    from agent.quote import parse_quote
+    from tdx_boot_attest.agent.quote import parse_quote
 
     if args.quote_in is not None:
         try:
@@ -246,8 +251,8 @@ def _cmd_quote(args: argparse.Namespace, console: Console) -> int:
         if len(report_data) != 64:
             raise ConfigError(f"--report-data must be 64 bytes, got {len(report_data)}")
         tsm_root = args.tsm_root or _config(args, require_server=False).tsm_root
-        from agent.boot import file_ops
-        from agent.tsm import TsmQuoteProvider
+        from tdx_boot_attest.agent.boot import file_ops
+        from tdx_boot_attest.agent.tsm import TsmQuoteProvider
 
         quote = TsmQuoteProvider(tsm_root, file_ops()).get_quote(report_data)
     if args.out is not None:
@@ -271,8 +276,8 @@ def _cmd_quote(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_eventlog(args: argparse.Namespace, console: Console) -> int:
-    from agent.ccel import EventLogMismatch, EventLogUnavailable, read_event_log
-    from agent.eventlog import parse_event_log
+    from tdx_boot_attest.agent.ccel import EventLogMismatch, EventLogUnavailable, read_event_log
+    from tdx_boot_attest.agent.eventlog import parse_event_log
 
     path: Path
     tsm_root: Path | None
@@ -303,9 +308,9 @@ def _cmd_eventlog(args: argparse.Namespace, console: Console) -> int:
 
 
 def _quoted_rtmrs(tsm_root: Path) -> tuple[bytes, ...]:
-    from agent.boot import file_ops
-    from agent.quote import parse_quote
-    from agent.tsm import TsmQuoteProvider
+    from tdx_boot_attest.agent.boot import file_ops
+    from tdx_boot_attest.agent.quote import parse_quote
+    from tdx_boot_attest.agent.tsm import TsmQuoteProvider
 
     quote = TsmQuoteProvider(tsm_root, file_ops()).get_quote(bytes(64))
     fields = parse_quote(quote).fields
@@ -315,7 +320,7 @@ def _quoted_rtmrs(tsm_root: Path) -> tuple[bytes, ...]:
 def _eventlog_report(
     path: Path, log: Any, replayed: tuple[bytes, ...], quoted: tuple[bytes, ...] | None
 ) -> dict[str, Any]:
-    from agent.eventlog import event_to_json
+    from tdx_boot_attest.agent.eventlog import event_to_json
 
     covered = log.covered()
     matches: dict[str, bool | None] = {}
@@ -354,8 +359,8 @@ def _print_eventlog(report: dict[str, Any]) -> None:
 
 
 def _cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from agent.api import Deadline
-    from agent.boot import BootContext
+    from tdx_boot_attest.agent.api import Deadline
+    from tdx_boot_attest.agent.boot import BootContext
 
     failures: list[AgentError] = []
     config = _config(args)
@@ -391,8 +396,8 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
 
 
 def _check_event_log(config: Config) -> list[AgentError]:
-    from agent.ccel import EventLogUnavailable, read_event_log
-    from agent.eventlog import parse_event_log
+    from tdx_boot_attest.agent.ccel import EventLogUnavailable, read_event_log
+    from tdx_boot_attest.agent.eventlog import parse_event_log
 
     read = read_event_log(config.event_log_path)
     if read.data is not None:
@@ -407,7 +412,7 @@ def _check_event_log(config: Config) -> list[AgentError]:
 
 
 def _check_identity(config: Config) -> list[AgentError]:
-    from agent.identity import IdentityUnavailable, check_in_memory, load_identity
+    from tdx_boot_attest.agent.identity import IdentityUnavailable, check_in_memory, load_identity
 
     path = config.identity_path
     try:
@@ -425,10 +430,10 @@ def _check_identity(config: Config) -> list[AgentError]:
 
 
 def _cmd_runtime(args: argparse.Namespace, console: Console) -> int:
-    from agent.auth import BearerSigner, HotkeyError, HotkeySigner, RequestSigner
-    from agent.boot import BootContext
-    from agent.identity import load_identity
-    from agent.runtime import attest_runtime
+    from tdx_boot_attest.agent.auth import BearerSigner, HotkeyError, HotkeySigner, RequestSigner
+    from tdx_boot_attest.agent.boot import BootContext
+    from tdx_boot_attest.agent.identity import load_identity
+    from tdx_boot_attest.agent.runtime import attest_runtime
 
     config = _config(args)
     identity = load_identity(config.identity_path)

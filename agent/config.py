@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Final, NamedTuple
 from urllib.parse import urlsplit
 
-from agent.errors import ConfigError
+from tdx_boot_attest.agent.errors import ConfigError
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/tdx-boot-attest/agent.conf")
 DEFAULT_CMDLINE_PATH: Final = Path("/proc/cmdline")
@@ -346,7 +346,7 @@ def _url(value: _Value, *, allow_http: bool) -> str:
 def _kem(value: _Value | None) -> str:
     if value is None:
         return "x25519"
-    from agent.protocol import ProtocolError, parse_kem
+    from tdx_boot_attest.agent.protocol import ProtocolError, parse_kem
 
     try:
         return parse_kem(value.text.strip()).value

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from agent.errors import DiskError, LocalReason
+from tdx_boot_attest.agent.errors import DiskError, LocalReason
 
 BY_UUID_DIR: Final = Path("/dev/disk/by-uuid")
 # cryptsetup's exit code for "no key available with this passphrase".

@@ -25,7 +25,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from agent.protocol import ProtocolError, Reason
+from tdx_boot_attest.agent.protocol import ProtocolError, Reason
 
 if TYPE_CHECKING:
     import uuid

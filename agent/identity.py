@@ -22,8 +22,8 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from agent.errors import AgentError, LocalReason
-from agent.protocol import IDENTITY_KEY_BYTES
+from tdx_boot_attest.agent.errors import AgentError, LocalReason
+from tdx_boot_attest.agent.protocol import IDENTITY_KEY_BYTES
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ed25519

@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 from typing import Final, NamedTuple
 
-from agent.errors import AgentError, LocalReason
+from tdx_boot_attest.agent.errors import AgentError, LocalReason
 
 HEADER_BYTES: Final = 48
 TEE_TYPE_TDX: Final = 0x81

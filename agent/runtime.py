@@ -14,10 +14,10 @@ import json
 from typing import Any
 from urllib.parse import quote as url_quote
 
-from agent import protocol
-from agent.api import BootClient, Deadline, retry_until
-from agent.auth import RequestSigner
-from agent.identity import Identity
+from tdx_boot_attest.agent import protocol
+from tdx_boot_attest.agent.api import BootClient, Deadline, retry_until
+from tdx_boot_attest.agent.auth import RequestSigner
+from tdx_boot_attest.agent.identity import Identity
 
 
 def runtime_paths(server_id: str) -> tuple[str, str]:

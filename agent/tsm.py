@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Protocol
 
-from agent.errors import LocalReason, TsmError
-from agent.protocol import REPORT_DATA_BYTES
-from agent.quote import parse_quote
+from tdx_boot_attest.agent.errors import LocalReason, TsmError
+from tdx_boot_attest.agent.protocol import REPORT_DATA_BYTES
+from tdx_boot_attest.agent.quote import parse_quote
 
 TDX_PROVIDER: Final = "tdx_guest"
 ENTRY_PREFIX: Final = "tdx-boot-attest-"

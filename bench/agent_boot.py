@@ -131,7 +131,7 @@ def main() -> int:
     """Set up, run both clients RUNS times interleaved, print figures and one JSON line."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from tdxsim.state import SimState
+    from tdx_boot_attest.tdxsim.state import SimState
 
     agent_python = installed_agent_python()
     agent_exe = agent_python.with_name("tdx-boot-agent")
@@ -180,9 +180,12 @@ def main() -> int:
                 # Floors for context: the interpreter alone, and with requests imported.
                 floor_runs.append(measure([str(agent_python), "-c", "pass"], rss))
                 requests_runs.append(measure([str(agent_python), "-c", "import requests"], rss))
-            help_runs = [import_ms(agent_python, ["-m", "agent", "--help"]) for _ in range(5)]
+            help_runs = [
+                import_ms(agent_python, ["-m", "tdx_boot_attest.agent", "--help"]) for _ in range(5)
+            ]
             keyscript_runs = [
-                import_ms(agent_python, ["-m", "agent", *agent[1:]]) for _ in range(5)
+                import_ms(agent_python, ["-m", "tdx_boot_attest.agent", *agent[1:]])
+                for _ in range(5)
             ]
 
     def med(runs: list[tuple[float, float, int]], index: int) -> float:

@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.live_server import live_server
 from tests.support.storm import run_storm, summarise

@@ -20,10 +20,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.auth.hotkey import hotkey_public_key
-from server.auth.signing import parse_signature, signature_is_valid, signing_message
-from server.db.migrate import upgrade
-from tdxsim.state import SimState
+from tdx_boot_attest.server.auth.hotkey import hotkey_public_key
+from tdx_boot_attest.server.auth.signing import parse_signature, signature_is_valid, signing_message
+from tdx_boot_attest.server.db.migrate import upgrade
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.fleet_env import make_fleet_env
 from tests.support.miner_keys import MinerKey

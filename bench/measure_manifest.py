@@ -20,10 +20,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from agent.eventlog import parse_event_log  # noqa: E402
-from agent.measurement.manifest import compute_manifest  # noqa: E402
-from agent.measurement.memory import GIB  # noqa: E402
-from agent.measurement.platform import capture_platform  # noqa: E402
+from tdx_boot_attest.agent.eventlog import parse_event_log  # noqa: E402
+from tdx_boot_attest.agent.measurement.manifest import compute_manifest  # noqa: E402
+from tdx_boot_attest.agent.measurement.memory import GIB  # noqa: E402
+from tdx_boot_attest.agent.measurement.platform import capture_platform  # noqa: E402
 from tests.agent.measurement.builders import ASSETS, bzimage  # noqa: E402
 
 KERNEL_BYTES = 10 * 1024 * 1024

@@ -28,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, expected_report_data, post_quote
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.live_server import live_server

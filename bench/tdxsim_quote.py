@@ -22,8 +22,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import dcap_qvl  # noqa: E402
 
-from tdxsim import abi  # noqa: E402
-from tdxsim.state import SimState  # noqa: E402
+from tdx_boot_attest.tdxsim import abi  # noqa: E402
+from tdx_boot_attest.tdxsim.state import SimState  # noqa: E402
 
 
 def median_ms(fn: Callable[[], object], runs: int) -> float:
@@ -57,7 +57,7 @@ def main() -> int:
         figures["parse_roundtrip_ms"] = median_ms(
             lambda: abi.parse_tdx_quote(quote).to_bytes(), 500
         )
-        cli = [sys.executable, "-m", "tdxsim", "profile", "show"]
+        cli = [sys.executable, "-m", "tdx_boot_attest.tdxsim", "profile", "show"]
         figures["cli_start_ms"] = median_ms(
             lambda: subprocess.run(cli, check=True, capture_output=True), 5
         )

@@ -35,16 +35,19 @@ from collections.abc import Iterable, Iterator
 from modulefinder import ModuleFinder
 from pathlib import Path
 
-# Top-level site-packages entries that are tooling, not the agent's runtime.
+# site-packages entries that are tooling, not the agent's runtime: top-level names, or
+# paths below site-packages (the verifier and simulator beside the agent in its namespace).
 DEFAULT_SKIP = (
     "pip",
     "setuptools",
     "_distutils_hack",
     "pkg_resources",
     "wheel",
-    "server",
-    "tdxsim",
+    "tdx_boot_attest/server",
+    "tdx_boot_attest/tdxsim",
 )
+# Where the agent's package sits below site-packages.
+AGENT_PACKAGE = Path("tdx_boot_attest") / "agent"
 # Imported by the interpreter or by codecs lookups that no static walk can see.
 ALWAYS_STDLIB = ("encodings", "site", "sitecustomize", "_sitebuiltins", "runpy", "importlib.util")
 # Development and GUI parts of the stdlib that static walks reach through optional imports
@@ -126,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     target = args.target or args.venv
     try:
-        entries = args.entry or _package_modules(_site_packages(args.venv) / "agent")
+        site = _site_packages(args.venv)
+        entries = args.entry or _package_modules(site / AGENT_PACKAGE, site)
         listed: set[Path] = set()
         for kind, source, dest in runtime_files(
             venv=args.venv,
@@ -172,7 +176,8 @@ def runtime_files(
 ) -> Iterator[tuple[str, Path, Path]]:
     """Yield (kind, source, target) for every file the image needs. Raises RuntimeFilesError."""
     site = _site_packages(venv)
-    skipped = set(skip)
+    skipped = {name for name in skip if "/" not in name}
+    skipped_paths = tuple(name for name in skip if "/" in name)
     yield "file", venv / "pyvenv.cfg", target / "pyvenv.cfg"
     # The venv's python is a link to the system interpreter; the image gets the same
     # link (to the real file, not through the build machine's staging path).
@@ -188,6 +193,9 @@ def runtime_files(
         if entry.name.endswith(".pth"):
             continue
         for file in _tree(entry):
+            inside = file.relative_to(site).as_posix()
+            if any(inside.startswith(path + "/") for path in skipped_paths):
+                continue
             yield _kind(file), file, target / file.relative_to(venv)
     for extra in extra_paths:
         if extra_target is None:
@@ -274,8 +282,8 @@ def _ca_bundle(config: Path) -> Path | None:
     Raises RuntimeFilesError naming the bad key: a bad configuration fails the image
     build rather than the boot.
     """
-    from agent.config import load_config
-    from agent.errors import ConfigError
+    from tdx_boot_attest.agent.config import load_config
+    from tdx_boot_attest.agent.errors import ConfigError
 
     try:
         loaded = load_config(config, None, require_file=True)
@@ -289,17 +297,18 @@ def _site_packages(venv: Path) -> Path:
     site = venv / "lib" / version / "site-packages"
     if not (venv / "pyvenv.cfg").is_file() or not site.is_dir():
         raise RuntimeFilesError(f"{venv} is not a {version} virtual environment")
-    if not (site / "agent" / "__init__.py").is_file():
+    if not (site / AGENT_PACKAGE / "__init__.py").is_file():
         raise RuntimeFilesError(f"the agent is not installed in {venv}")
     return site
 
 
-def _package_modules(package: Path) -> list[str]:
-    """Dotted names of every module of ``package``: lazy imports all get looked at."""
+def _package_modules(package: Path, site: Path) -> list[str]:
+    """Dotted names of every module of ``package`` (below ``site``): lazy imports all get
+    looked at."""
     names = []
     for file in _tree(package):
         if file.suffix == ".py":
-            parts = list(file.relative_to(package.parent).with_suffix("").parts)
+            parts = list(file.relative_to(site).with_suffix("").parts)
             if parts[-1] == "__main__":
                 continue  # importing it would run the program
             if parts[-1] == "__init__":
@@ -329,8 +338,10 @@ def _stdlib_modules(entries: list[str], extra_paths: list[Path]) -> set[str]:
     for name in (*entries, *ALWAYS_STDLIB):
         try:
             finder.import_hook(name)
-        except (ImportError, SyntaxError):
-            continue  # optional imports of optional platforms; the live run below decides
+        except (ImportError, SyntaxError, AttributeError):
+            # Optional imports of optional platforms, and namespace packages (such as
+            # tdx_boot_attest), which ModuleFinder cannot walk: the live run below decides.
+            continue
     found = set(finder.modules)
     found |= _loaded_modules(entries, [str(p.parent) for p in extra_paths])
     return found

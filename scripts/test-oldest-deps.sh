@@ -36,5 +36,12 @@ echo "test-oldest-deps: installing$pins" >&2
 # shellcheck disable=SC2086 # the pin list is split into words on purpose
 "$VENV/bin/python" -m pip install -q $pins 'pytest>=8,<10' 'pytest-timeout>=2.3,<3' 'hypothesis>=6,<7'
 "$VENV/bin/python" -m pip freeze | grep -iE '^(requests|cryptography|pyudev|tenacity|py-sr25519-bindings)=='
-# The project from the work tree (no install, so nothing is built into it).
-PYTHONPATH=$(pwd) "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/agent "$@"
+# The project from the work tree (no install, so nothing is built into it), under its
+# installed names (tdx_boot_attest.agent, ...) through a tree of links.
+tree=build/import-tree/tdx_boot_attest
+mkdir -p "$tree"
+for part in agent server tdxsim; do
+    ln -sfn "../../../$part" "$tree/$part"
+done
+PYTHONPATH="$(pwd)/build/import-tree:$(pwd)" "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
+    tests/agent "$@"

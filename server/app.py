@@ -14,17 +14,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agent.protocol import Reason
-from server.body_limit import BodyLimit
-from server.clock import Clock, system_clock
-from server.collateral import CollateralFetcher
-from server.context import ServerContext
-from server.db.availability import as_unavailable
-from server.dependencies import get_context
-from server.errors import ServerError
-from server.health import Readiness
-from server.routers import ROUTER_MODULES
-from server.settings import Settings
+from tdx_boot_attest.agent.protocol import Reason
+from tdx_boot_attest.server.body_limit import BodyLimit
+from tdx_boot_attest.server.clock import Clock, system_clock
+from tdx_boot_attest.server.collateral import CollateralFetcher
+from tdx_boot_attest.server.context import ServerContext
+from tdx_boot_attest.server.db.availability import as_unavailable
+from tdx_boot_attest.server.dependencies import get_context
+from tdx_boot_attest.server.errors import ServerError
+from tdx_boot_attest.server.health import Readiness
+from tdx_boot_attest.server.routers import ROUTER_MODULES
+from tdx_boot_attest.server.settings import Settings
 
 LOG = logging.getLogger("tdx_attest.server")
 # Bodies larger than this are refused before parsing: a quote is at most 64 KiB and an event
@@ -77,7 +77,7 @@ def create_app_from_environment() -> FastAPI:
 
     Raises ConfigurationError like create_app.
     """
-    from server.cli import configure_logging, tune_garbage_collector
+    from tdx_boot_attest.server.cli import configure_logging, tune_garbage_collector
 
     settings = Settings.load()
     configure_logging(settings.log_level)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent.protocol import Reason
+from tdx_boot_attest.agent.protocol import Reason
 
 
 class BodyLimit:
@@ -52,7 +52,7 @@ class BodyLimit:
         await self.app(scope, _replay([whole], receive), send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from server.app import error_body
+        from tdx_boot_attest.server.app import error_body
 
         path = str(scope.get("path", ""))
         reason = Reason.QUOTE_TOO_LARGE if path.endswith("attestation") else Reason.REQUEST_INVALID

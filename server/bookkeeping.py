@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.protocol import Reason
-from server.errors import RequestInvalid
+from tdx_boot_attest.agent.protocol import Reason
+from tdx_boot_attest.server.errors import RequestInvalid
 
 VM_NAME_FIELD = "vm_name"
 VM_NAME_MAX_CHARS = 255

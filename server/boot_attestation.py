@@ -13,7 +13,7 @@ from typing import Any
 
 import dcap_qvl
 
-from agent.protocol import (
+from tdx_boot_attest.agent.protocol import (
     MAX_QUOTE_BYTES,
     NONCE_HEADER,
     Kem,
@@ -24,30 +24,35 @@ from agent.protocol import (
     nonce_from_hex,
     parse_kem,
 )
-from server.bookkeeping import NO_BOOKKEEPING, Bookkeeping, check_bookkeeping, storable_text
-from server.boot_store import NonceSpend
-from server.context import ServerContext
-from server.db.availability import unavailable_as_503
-from server.dcap import DcapVerdict, verify_dcap
-from server.errors import (
+from tdx_boot_attest.server.bookkeeping import (
+    NO_BOOKKEEPING,
+    Bookkeeping,
+    check_bookkeeping,
+    storable_text,
+)
+from tdx_boot_attest.server.boot_store import NonceSpend
+from tdx_boot_attest.server.context import ServerContext
+from tdx_boot_attest.server.db.availability import unavailable_as_503
+from tdx_boot_attest.server.dcap import DcapVerdict, verify_dcap
+from tdx_boot_attest.server.errors import (
     AttestationRefused,
     DatabaseUnavailable,
     NonceRejected,
     RequestInvalid,
     ServerError,
 )
-from server.event_evidence import (
+from tdx_boot_attest.server.event_evidence import (
     EventLogEvidence,
     check_replay,
     decode_event_log_field,
     parse_event_log_field,
 )
-from server.identity_binding import decode_identity_key
-from server.key_release import HpkePublicKey, load_public_key, seal_for_agent
-from server.nonces import BOOT_SCOPE
-from server.platform_policy import check_platform_policy
-from server.policy import ApprovedImage, ImageRecord, match_image
-from server.quote import TdQuote, parse_td_quote
+from tdx_boot_attest.server.identity_binding import decode_identity_key
+from tdx_boot_attest.server.key_release import HpkePublicKey, load_public_key, seal_for_agent
+from tdx_boot_attest.server.nonces import BOOT_SCOPE
+from tdx_boot_attest.server.platform_policy import check_platform_policy
+from tdx_boot_attest.server.policy import ApprovedImage, ImageRecord, match_image
+from tdx_boot_attest.server.quote import TdQuote, parse_td_quote
 
 ATTESTATION_LOG = logging.getLogger("tdx_attest.attestation")
 # Base64 of MAX_QUOTE_BYTES, plus padding: longer text is refused before decoding.

@@ -23,7 +23,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from agent.protocol import NONCE_BYTES
+from tdx_boot_attest.agent.protocol import NONCE_BYTES
 
 FORMAT = 0x01
 EXPIRY_BYTES = 5

@@ -31,12 +31,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from agent.protocol import Reason
-from server.db.base import Base
-from server.db.models import BootAttestation, Image, SpentNonce
-from server.errors import NonceRejected
-from server.nonces import BOOT_SCOPE, CONSUME_STATEMENT, LOOK_UP_STATEMENT
-from server.policy import APPROVED_IMAGE_COLUMNS, ApprovedImage
+from tdx_boot_attest.agent.protocol import Reason
+from tdx_boot_attest.server.db.base import Base
+from tdx_boot_attest.server.db.models import BootAttestation, Image, SpentNonce
+from tdx_boot_attest.server.errors import NonceRejected
+from tdx_boot_attest.server.nonces import BOOT_SCOPE, CONSUME_STATEMENT, LOOK_UP_STATEMENT
+from tdx_boot_attest.server.policy import APPROVED_IMAGE_COLUMNS, ApprovedImage
 
 _ATTEMPTS = Base.metadata.tables[BootAttestation.__tablename__]
 _SPENT = Base.metadata.tables[SpentNonce.__tablename__]

@@ -15,15 +15,15 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent.measurement.errors import MeasurementError
-from agent.measurement.manifest import Manifest
-from agent.measurement.memory import format_memory_size
-from server.clock import rfc3339, system_clock
-from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.db.models import Image
-from server.errors import ServerError
-from server.fleet.admin_cli import add_miner_parser, run_miner_command
-from server.images import (
+from tdx_boot_attest.agent.measurement.errors import MeasurementError
+from tdx_boot_attest.agent.measurement.manifest import Manifest
+from tdx_boot_attest.agent.measurement.memory import format_memory_size
+from tdx_boot_attest.server.clock import rfc3339, system_clock
+from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
+from tdx_boot_attest.server.db.models import Image
+from tdx_boot_attest.server.errors import ServerError
+from tdx_boot_attest.server.fleet.admin_cli import add_miner_parser, run_miner_command
+from tdx_boot_attest.server.images import (
     Profile,
     ReferenceEvents,
     add_image,
@@ -36,7 +36,7 @@ from server.images import (
     retire_image,
     rotate_passphrase,
 )
-from server.measure_cli import (
+from tdx_boot_attest.server.measure_cli import (
     MeasureCliError,
     add_image_measure_parser,
     add_platform_parser,
@@ -44,13 +44,13 @@ from server.measure_cli import (
     is_measure_command,
     platform_from_args,
 )
-from server.measure_cli import measure as measure_image
-from server.measure_cli import run as run_measure_command
-from server.platforms import add_platform, get_platform, list_platforms
-from server.policy import reference_events
-from server.quote import RTMR_NAMES
-from server.sealing import generate_master_key_file, load_master_key
-from server.settings import CONFIG_ENV, Settings
+from tdx_boot_attest.server.measure_cli import measure as measure_image
+from tdx_boot_attest.server.measure_cli import run as run_measure_command
+from tdx_boot_attest.server.platforms import add_platform, get_platform, list_platforms
+from tdx_boot_attest.server.policy import reference_events
+from tdx_boot_attest.server.quote import RTMR_NAMES
+from tdx_boot_attest.server.sealing import generate_master_key_file, load_master_key
+from tdx_boot_attest.server.settings import CONFIG_ENV, Settings
 
 GC_YOUNG_THRESHOLD = 20_000
 SWITCH_INTERVAL_SECONDS = 0.05
@@ -187,7 +187,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return _serve(settings, args)
     if args.command == "migrate":
-        from server.db.migrate import upgrade
+        from tdx_boot_attest.server.db.migrate import upgrade
 
         upgrade(settings.database_url)
         print("database is at the newest revision")
@@ -204,8 +204,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from server.app import create_app
-    from server.db.migrate import upgrade
+    from tdx_boot_attest.server.app import create_app
+    from tdx_boot_attest.server.db.migrate import upgrade
 
     configure_logging(settings.log_level)
     if settings.database_url.startswith("sqlite"):
@@ -223,7 +223,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         "timeout_keep_alive": settings.http_keep_alive_seconds,
     }
     if args.workers > 1:
-        from server.workers import bind_sockets, run_workers
+        from tdx_boot_attest.server.workers import bind_sockets, run_workers
 
         # Worker processes import the app themselves and read the same settings.
         if args.config is not None:
@@ -255,7 +255,7 @@ def tune_garbage_collector() -> None:
 
 
 def _require_migrated(database_url: str) -> None:
-    from server.db.migrate import pending_revisions
+    from tdx_boot_attest.server.db.migrate import pending_revisions
 
     engine = make_engine(database_url, pool_size=1)
     try:
@@ -445,7 +445,7 @@ def _reference_from_args(args: argparse.Namespace) -> ReferenceEvents | None:
 
 def _read_event_log_file(path: Path) -> bytes:
     """A CCEL file's records without the padding of its area. Raises CliError."""
-    from agent.eventlog import EventLogError, parse_event_log
+    from tdx_boot_attest.agent.eventlog import EventLogError, parse_event_log
 
     data = path.read_bytes()
     try:
@@ -455,7 +455,7 @@ def _read_event_log_file(path: Path) -> bytes:
 
 
 def _eventlog_show(args: argparse.Namespace) -> int:
-    from agent.eventlog import event_to_json, parse_event_log
+    from tdx_boot_attest.agent.eventlog import event_to_json, parse_event_log
 
     log = parse_event_log(_read_event_log_file(args.event_log))
     replayed = [value.hex() for value in log.replay()]
@@ -496,7 +496,7 @@ def _replay_verdict(facts: dict[str, Any]) -> str:
 
 
 def _image_details(image: Image) -> dict[str, Any]:
-    from agent.eventlog import component, event_to_json
+    from tdx_boot_attest.agent.eventlog import component, event_to_json
 
     details: dict[str, Any] = dict(_image_summary(image))
     details["reference_source"] = image.reference_source
@@ -547,8 +547,8 @@ def _image_summary(image: Image) -> dict[str, str | None]:
 
 
 def _collateral(settings: Settings, args: argparse.Namespace) -> int:
-    from server.collateral_cache import import_collateral
-    from server.db.models import CollateralCacheEntry
+    from tdx_boot_attest.server.collateral_cache import import_collateral
+    from tdx_boot_attest.server.db.models import CollateralCacheEntry
 
     sessions = make_sessionmaker(make_engine(settings.database_url, pool_size=1))
     now = system_clock()

@@ -18,8 +18,8 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from agent.protocol import Reason
-from server.errors import ServerError
+from tdx_boot_attest.agent.protocol import Reason
+from tdx_boot_attest.server.errors import ServerError
 
 COLLATERAL_FIELDS = (
     "pck_crl_issuer_chain",

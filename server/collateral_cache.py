@@ -20,17 +20,17 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.collateral import (
+from tdx_boot_attest.server.collateral import (
     Collateral,
     CollateralError,
     CollateralFetcher,
     CollateralNotFound,
     parse_collateral,
 )
-from server.db.engine import session_scope
-from server.db.models import CollateralCacheEntry
-from server.errors import CollateralUnavailable
-from server.metrics import Metrics
+from tdx_boot_attest.server.db.engine import session_scope
+from tdx_boot_attest.server.db.models import CollateralCacheEntry
+from tdx_boot_attest.server.errors import CollateralUnavailable
+from tdx_boot_attest.server.metrics import Metrics
 
 LOG = logging.getLogger("tdx_attest.collateral")
 # How long a process trusts its in-memory copy before looking at the shared row again

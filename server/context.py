@@ -10,19 +10,19 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.boot_nonces import KEY_PURPOSE, SALT_BYTES, SALT_NAME, BootNonces
-from server.boot_store import BootStore
-from server.clock import Clock
-from server.collateral import CollateralFetcher, PcsCollateralFetcher
-from server.collateral_cache import CollateralCache, CollateralPolicy
-from server.db.availability import DatabaseGate
-from server.db.engine import make_engine, make_sessionmaker
-from server.db.secrets import shared_secret
-from server.errors import ConfigurationError
-from server.metrics import Metrics
-from server.platform_policy import PlatformPolicy
-from server.sealing import MasterKey, load_master_key
-from server.settings import Settings
+from tdx_boot_attest.server.boot_nonces import KEY_PURPOSE, SALT_BYTES, SALT_NAME, BootNonces
+from tdx_boot_attest.server.boot_store import BootStore
+from tdx_boot_attest.server.clock import Clock
+from tdx_boot_attest.server.collateral import CollateralFetcher, PcsCollateralFetcher
+from tdx_boot_attest.server.collateral_cache import CollateralCache, CollateralPolicy
+from tdx_boot_attest.server.db.availability import DatabaseGate
+from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker
+from tdx_boot_attest.server.db.secrets import shared_secret
+from tdx_boot_attest.server.errors import ConfigurationError
+from tdx_boot_attest.server.metrics import Metrics
+from tdx_boot_attest.server.platform_policy import PlatformPolicy
+from tdx_boot_attest.server.sealing import MasterKey, load_master_key
+from tdx_boot_attest.server.settings import Settings
 
 
 @dataclass(slots=True)

@@ -8,8 +8,8 @@ from datetime import datetime
 
 import dcap_qvl
 
-from agent.protocol import Reason
-from server.errors import AttestationRefused, CollateralUnavailable, RequestInvalid
+from tdx_boot_attest.agent.protocol import Reason
+from tdx_boot_attest.server.errors import AttestationRefused, CollateralUnavailable, RequestInvalid
 
 LOG = logging.getLogger("tdx_attest.dcap")
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from fastapi import Request
 from sqlalchemy.orm import Session
 
-from server.context import ServerContext
-from server.db.engine import session_scope
+from tdx_boot_attest.server.context import ServerContext
+from tdx_boot_attest.server.db.engine import session_scope
 
 
 def get_context(request: Request) -> ServerContext:

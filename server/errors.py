@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from agent.protocol import Reason
+from tdx_boot_attest.agent.protocol import Reason
 
 
 class ServerError(Exception):

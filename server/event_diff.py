@@ -13,7 +13,7 @@ import difflib
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
-from agent.eventlog import Event, component
+from tdx_boot_attest.agent.eventlog import Event, component
 
 # Enough to name what changed on a console line; the body carries every difference.
 _MESSAGE_DIFFERENCES: Final = 4

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from agent.eventlog import (
+from tdx_boot_attest.agent.eventlog import (
     Event,
     EventLog,
     EventLogError,
@@ -22,9 +22,9 @@ from agent.eventlog import (
     parse_event_log,
     replay,
 )
-from agent.protocol import MAX_EVENT_LOG_BYTES, ProtocolError, Reason, b64decode
-from server.errors import AttestationRefused, RequestInvalid
-from server.quote import RTMR_NAMES, TdQuote
+from tdx_boot_attest.agent.protocol import MAX_EVENT_LOG_BYTES, ProtocolError, Reason, b64decode
+from tdx_boot_attest.server.errors import AttestationRefused, RequestInvalid
+from tdx_boot_attest.server.quote import RTMR_NAMES, TdQuote
 
 # Base64 of MAX_EVENT_LOG_BYTES, plus padding: longer text is refused before decoding.
 MAX_EVENT_LOG_BASE64_CHARS = 4 * ((MAX_EVENT_LOG_BYTES + 2) // 3)

@@ -17,12 +17,12 @@ from typing import Any
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from server.clock import rfc3339
-from server.collateral import Collateral
-from server.context import ServerContext
-from server.db.availability import unavailability
-from server.db.engine import session_scope
-from server.db.models import CollateralCacheEntry
+from tdx_boot_attest.server.clock import rfc3339
+from tdx_boot_attest.server.collateral import Collateral
+from tdx_boot_attest.server.context import ServerContext
+from tdx_boot_attest.server.db.availability import unavailability
+from tdx_boot_attest.server.db.engine import session_scope
+from tdx_boot_attest.server.db.models import CollateralCacheEntry
 
 LOG = logging.getLogger("tdx_attest.server")
 READINESS_WAIT_SECONDS = 2.0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from agent.protocol import (
+from tdx_boot_attest.agent.protocol import (
     IDENTITY_KEY_BYTES,
     IDENTITY_SIGNATURE_BYTES,
     NONCE_BYTES,
@@ -25,8 +25,8 @@ from agent.protocol import (
     runtime_identity_binding,
     runtime_signature_message,
 )
-from server.errors import AttestationRefused, RequestInvalid
-from server.quote import TdQuote
+from tdx_boot_attest.server.errors import AttestationRefused, RequestInvalid
+from tdx_boot_attest.server.quote import TdQuote
 
 
 def decode_identity_key(text: str | None) -> bytes | None:

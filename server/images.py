@@ -13,13 +13,13 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent.eventlog import Event, event_to_json
-from agent.protocol import Reason
-from server.db.models import ANY_MEASUREMENT, Image
-from server.errors import Conflict, NotFound, RequestInvalid, ServerError
-from server.event_evidence import parse_event_log_field, replay_mismatches
-from server.quote import RTMR_NAMES, TdQuote, parse_td_quote
-from server.sealing import MasterKey
+from tdx_boot_attest.agent.eventlog import Event, event_to_json
+from tdx_boot_attest.agent.protocol import Reason
+from tdx_boot_attest.server.db.models import ANY_MEASUREMENT, Image
+from tdx_boot_attest.server.errors import Conflict, NotFound, RequestInvalid, ServerError
+from tdx_boot_attest.server.event_evidence import parse_event_log_field, replay_mismatches
+from tdx_boot_attest.server.quote import RTMR_NAMES, TdQuote, parse_td_quote
+from tdx_boot_attest.server.sealing import MasterKey
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
 MEASUREMENT_PATTERN = re.compile(r"^[0-9a-f]{96}$")

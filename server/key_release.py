@@ -5,8 +5,14 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
-from agent.protocol import PUBLIC_KEY_BYTES, Kem, Reason, hpke_suite, key_release_info
-from server.errors import RequestInvalid
+from tdx_boot_attest.agent.protocol import (
+    PUBLIC_KEY_BYTES,
+    Kem,
+    Reason,
+    hpke_suite,
+    key_release_info,
+)
+from tdx_boot_attest.server.errors import RequestInvalid
 
 MLKEM768_PUBLIC_KEY_BYTES = 1184
 

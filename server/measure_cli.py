@@ -16,10 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from agent.measurement.linux_boot import INITRD_MAX_ABOVE_4G_FLAG, INITRD_MAX_RULES
-from agent.measurement.manifest import Manifest, compute_manifest
-from agent.measurement.memory import format_memory_size, parse_memory_size
-from agent.measurement.platform import (
+from tdx_boot_attest.agent.measurement.linux_boot import INITRD_MAX_ABOVE_4G_FLAG, INITRD_MAX_RULES
+from tdx_boot_attest.agent.measurement.manifest import Manifest, compute_manifest
+from tdx_boot_attest.agent.measurement.memory import format_memory_size, parse_memory_size
+from tdx_boot_attest.agent.measurement.platform import (
     KERNEL_HEADER_MODES,
     KERNEL_HEADER_PATCHED,
     QEMU_ACPI_DATA_SIZE,
@@ -27,7 +27,7 @@ from agent.measurement.platform import (
     QemuLoader,
     capture_platform,
 )
-from server.images import read_quote_file
+from tdx_boot_attest.server.images import read_quote_file
 
 MAX_INPUT_BYTES = 1024 * 1024 * 1024
 MAX_JSON_BYTES = 16 * 1024 * 1024

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from agent.protocol import NONCE_BYTES, Reason
-from server.db.base import Base
-from server.db.models import Nonce, SpentNonce
-from server.errors import NonceRejected
+from tdx_boot_attest.agent.protocol import NONCE_BYTES, Reason
+from tdx_boot_attest.server.db.base import Base
+from tdx_boot_attest.server.db.models import Nonce, SpentNonce
+from tdx_boot_attest.server.errors import NonceRejected
 
 BOOT_SCOPE = "boot"
 # Consumed and expired rows are kept this long, so a late retry hears "expired" or

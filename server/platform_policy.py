@@ -21,11 +21,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from agent.protocol import Reason
-from server.errors import AttestationRefused, ConfigurationError
+from tdx_boot_attest.agent.protocol import Reason
+from tdx_boot_attest.server.errors import AttestationRefused, ConfigurationError
 
 if TYPE_CHECKING:
-    from server.quote import TdQuote
+    from tdx_boot_attest.server.quote import TdQuote
 
 MRSEAM_BYTES: Final = 48
 FLAGS_BYTES: Final = 8

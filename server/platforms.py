@@ -8,9 +8,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent.measurement.platform import PlatformProfile
-from server.db.models import Platform
-from server.errors import Conflict, NotFound
+from tdx_boot_attest.agent.measurement.platform import PlatformProfile
+from tdx_boot_attest.server.db.models import Platform
+from tdx_boot_attest.server.errors import Conflict, NotFound
 
 
 def add_platform(session: Session, profile: PlatformProfile, now: datetime) -> Platform:

@@ -7,12 +7,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from agent.eventlog import Event, event_from_json
-from agent.protocol import Reason
-from server.db.models import ANY_MEASUREMENT, Image
-from server.errors import AttestationRefused
-from server.event_diff import Difference, explain, mismatch_message
-from server.quote import RTMR_NAMES, TdQuote
+from tdx_boot_attest.agent.eventlog import Event, event_from_json
+from tdx_boot_attest.agent.protocol import Reason
+from tdx_boot_attest.server.db.models import ANY_MEASUREMENT, Image
+from tdx_boot_attest.server.errors import AttestationRefused
+from tdx_boot_attest.server.event_diff import Difference, explain, mismatch_message
+from tdx_boot_attest.server.quote import RTMR_NAMES, TdQuote
 
 
 class ImageRecord(Protocol):

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import dcap_qvl
 
-from agent.protocol import Reason
-from server.errors import AttestationRefused, RequestInvalid
+from tdx_boot_attest.agent.protocol import Reason
+from tdx_boot_attest.server.errors import AttestationRefused, RequestInvalid
 
 TDX_TEE_TYPE = 0x81
 SUPPORTED_VERSIONS = frozenset({4, 5})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.protocol import DEFAULT_KEM
+from tdx_boot_attest.agent.protocol import DEFAULT_KEM
 
 
 class NonceResponse(BaseModel):

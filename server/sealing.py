@@ -10,7 +10,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from server.errors import ConfigurationError, ServerError
+from tdx_boot_attest.server.errors import ConfigurationError, ServerError
 
 MASTER_KEY_BYTES = 32
 SEAL_VERSION = b"\x01"

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.bookkeeping import BookkeepingLimits
-from server.db.engine import DatabaseLimits
-from server.errors import ConfigurationError
-from server.platform_policy import PlatformPolicy
+from tdx_boot_attest.server.bookkeeping import BookkeepingLimits
+from tdx_boot_attest.server.db.engine import DatabaseLimits
+from tdx_boot_attest.server.errors import ConfigurationError
+from tdx_boot_attest.server.platform_policy import PlatformPolicy
 
 ENV_PREFIX = "TDX_ATTEST_"
 CONFIG_ENV = "TDX_ATTEST_CONFIG"

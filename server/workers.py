@@ -113,7 +113,7 @@ def _serve_one(sock: socket.socket, options: dict[str, Any]) -> None:  # pragma:
     """A worker process: the app from the environment, uvicorn on ``sock``."""
     import uvicorn
 
-    from server.app import create_app_from_environment
+    from tdx_boot_attest.server.app import create_app_from_environment
 
     config = uvicorn.Config(create_app_from_environment(), **options)
     uvicorn.Server(config).run(sockets=[sock])

@@ -2,6 +2,6 @@
 
 import sys
 
-from tdxsim.cli import main
+from tdx_boot_attest.tdxsim.cli import main
 
 sys.exit(main())

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Final
 
-from tdxsim.errors import NotTdxError, QuoteFormatError, QuoteVersionError
+from tdx_boot_attest.tdxsim.errors import NotTdxError, QuoteFormatError, QuoteVersionError
 
 HEADER_BYTES: Final = 48
 TD_REPORT10_BYTES: Final = 584

@@ -18,12 +18,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tdxsim import abi, tcb
-from tdxsim.collateral import format_time, parse_time
-from tdxsim.errors import ProfileError, StateError, TdxSimError
-from tdxsim.measured_boot import Component, from_manifest
-from tdxsim.profile import Profile
-from tdxsim.state import DEFAULT_FMSPC, SimState
+from tdx_boot_attest.tdxsim import abi, tcb
+from tdx_boot_attest.tdxsim.collateral import format_time, parse_time
+from tdx_boot_attest.tdxsim.errors import ProfileError, StateError, TdxSimError
+from tdx_boot_attest.tdxsim.measured_boot import Component, from_manifest
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import DEFAULT_FMSPC, SimState
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -240,7 +240,7 @@ def _write_component(
 
 
 def cmd_profile_inputs(args: argparse.Namespace) -> int:
-    from tdxsim.measured_boot import component_bytes, load_platform
+    from tdx_boot_attest.tdxsim.measured_boot import component_bytes, load_platform
 
     profile = load_profile(args.profile)
     spec = profile.spec
@@ -281,7 +281,7 @@ def cmd_profile_inputs(args: argparse.Namespace) -> int:
 
 
 def cmd_eventlog(args: argparse.Namespace) -> int:
-    from agent.eventlog import event_to_json
+    from tdx_boot_attest.agent.eventlog import event_to_json
 
     profile = load_profile(args.profile, args.manifest)
     boot = profile.boot
@@ -540,8 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", required=True, metavar="DIR")
     p.set_defaults(func=cmd_show)
 
-    _register_optional(sub, "tdxsim.tsm.fuse", "add_mount_parser", "mount")
-    _register_optional(sub, "tdxsim.pcs", "add_pcs_parser", "pcs")
+    _register_optional(sub, "tdx_boot_attest.tdxsim.tsm.fuse", "add_mount_parser", "mount")
+    _register_optional(sub, "tdx_boot_attest.tdxsim.pcs", "add_pcs_parser", "pcs")
     return parser
 
 

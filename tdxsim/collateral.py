@@ -14,11 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from tdxsim import tcb
-from tdxsim.errors import CollateralError
-from tdxsim.keys import sign_raw
-from tdxsim.pki import Pki
-from tdxsim.qe import QE_IDENTITY_ATTRIBUTES, QE_IDENTITY_ATTRIBUTES_MASK, QuotingEnclave
+from tdx_boot_attest.tdxsim import tcb
+from tdx_boot_attest.tdxsim.errors import CollateralError
+from tdx_boot_attest.tdxsim.keys import sign_raw
+from tdx_boot_attest.tdxsim.pki import Pki
+from tdx_boot_attest.tdxsim.qe import (
+    QE_IDENTITY_ATTRIBUTES,
+    QE_IDENTITY_ATTRIBUTES_MASK,
+    QuotingEnclave,
+)
 
 DEFAULT_VALIDITY: Final = dt.timedelta(days=45)
 # Back-dating of a fresh issue, so a verifier whose clock lags a little still accepts it.

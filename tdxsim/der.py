@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tdxsim.errors import PkiError
+from tdx_boot_attest.tdxsim.errors import PkiError
 
 TAG_BOOLEAN = 0x01
 TAG_INTEGER = 0x02

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.protocol import Reason
+from tdx_boot_attest.agent.protocol import Reason
 
 
 class TdxSimError(Exception):

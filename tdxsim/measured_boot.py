@@ -44,13 +44,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-from agent.eventlog import encode_event_log
-from agent.measurement.errors import MeasurementError
-from agent.measurement.manifest import Manifest, compute_manifest
-from agent.measurement.memory import format_memory_size, parse_memory_size
-from agent.measurement.platform import PlatformProfile
-from tdxsim.errors import MeasuredBootError, ProfileError
-from tdxsim.synthetic import synthetic_initrd, synthetic_kernel
+from tdx_boot_attest.agent.eventlog import encode_event_log
+from tdx_boot_attest.agent.measurement.errors import MeasurementError
+from tdx_boot_attest.agent.measurement.manifest import Manifest, compute_manifest
+from tdx_boot_attest.agent.measurement.memory import format_memory_size, parse_memory_size
+from tdx_boot_attest.agent.measurement.platform import PlatformProfile
+from tdx_boot_attest.tdxsim.errors import MeasuredBootError, ProfileError
+from tdx_boot_attest.tdxsim.synthetic import synthetic_initrd, synthetic_kernel
 
 SIMULATED_MRTD: Final = bytes.fromhex(
     "fe373baf04280a2702fb46d0e73e4cf129b0525e0f4d09f68b737549ff96eceb"
@@ -280,7 +280,7 @@ class SimulatedBoot:
 
 def builtin_platform_names() -> list[str]:
     """The platforms shipped with tdxsim. Raises nothing."""
-    folder = resources.files("tdxsim").joinpath("platforms")
+    folder = resources.files("tdx_boot_attest.tdxsim").joinpath("platforms")
     return sorted(
         entry.name.removesuffix(".json")
         for entry in folder.iterdir()
@@ -293,7 +293,9 @@ def builtin_platform(name: str) -> PlatformProfile:
     """A platform shipped with tdxsim (``qemu-tdvf``); raises ProfileError when unknown."""
     if not name or "/" in name or name.startswith("."):
         raise ProfileError(f"no built-in platform called {name!r}")
-    resource = resources.files("tdxsim").joinpath("platforms").joinpath(f"{name}.json")
+    resource = (
+        resources.files("tdx_boot_attest.tdxsim").joinpath("platforms").joinpath(f"{name}.json")
+    )
     try:
         text = resource.read_text(encoding="utf-8")
     except (OSError, FileNotFoundError):

@@ -46,7 +46,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from tdxsim.errors import TdxSimError
+from tdx_boot_attest.tdxsim.errors import TdxSimError
 
 log = logging.getLogger(__name__)
 
@@ -650,7 +650,7 @@ def add_pcs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``tdxsim pcs``; returns the exit status. Raises PcsError / StateError."""
-    from tdxsim.state import SimState
+    from tdx_boot_attest.tdxsim.state import SimState
 
     watcher = _StateWatcher(
         Path(args.state), lambda path: PcsCollateral.from_state(SimState.load(path))

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tdxsim import keys, sgx_extension, tcb
-from tdxsim.errors import PkiError
+from tdx_boot_attest.tdxsim import keys, sgx_extension, tcb
+from tdx_boot_attest.tdxsim.errors import PkiError
 
 NOT_BEFORE: Final = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 NOT_AFTER: Final = dt.datetime(2049, 12, 31, 23, 59, 59, tzinfo=dt.UTC)

@@ -25,8 +25,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-from tdxsim.errors import ProfileError
-from tdxsim.measured_boot import BootSpec, Component, SimulatedBoot, boot_from_json, simulate
+from tdx_boot_attest.tdxsim.errors import ProfileError
+from tdx_boot_attest.tdxsim.measured_boot import (
+    BootSpec,
+    Component,
+    SimulatedBoot,
+    boot_from_json,
+    simulate,
+)
 
 PROFILE_FORMAT: Final = "tdxsim/profile"
 PROFILE_VERSION: Final = 2
@@ -327,7 +333,9 @@ class Profile:
 def _builtin(name: str) -> Profile:
     if not name or "/" in name or name.startswith("."):
         raise ProfileError(f"no built-in profile called {name!r}")
-    resource = resources.files("tdxsim").joinpath("profiles").joinpath(f"{name}.json")
+    resource = (
+        resources.files("tdx_boot_attest.tdxsim").joinpath("profiles").joinpath(f"{name}.json")
+    )
     try:
         text = resource.read_text(encoding="utf-8")
     except (OSError, FileNotFoundError):

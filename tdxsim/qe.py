@@ -9,8 +9,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Final
 
-from tdxsim import keys, tcb
-from tdxsim.abi import EnclaveReport
+from tdx_boot_attest.tdxsim import keys, tcb
+from tdx_boot_attest.tdxsim.abi import EnclaveReport
 
 # ISVPRODID of Intel's TD quoting enclave; the QE identity's ``isvprodid``.
 TD_QE_ISVPRODID: Final = 2

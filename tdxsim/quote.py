@@ -14,12 +14,12 @@ from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tdxsim import abi, keys
-from tdxsim.errors import QuoteFormatError, QuoteVersionError
-from tdxsim.pki import Identity
-from tdxsim.profile import Profile
-from tdxsim.qe import QE_AUTH_DATA, QuotingEnclave
-from tdxsim.tcb import PlatformTcb
+from tdx_boot_attest.tdxsim import abi, keys
+from tdx_boot_attest.tdxsim.errors import QuoteFormatError, QuoteVersionError
+from tdx_boot_attest.tdxsim.pki import Identity
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.qe import QE_AUTH_DATA, QuotingEnclave
+from tdx_boot_attest.tdxsim.tcb import PlatformTcb
 
 QUOTE_VERSIONS: Final = (4, 5)
 # MRSIGNER_SEAM and SEAMATTRIBUTES of an Intel-signed TDX module are zero.

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from tdxsim import der
-from tdxsim.errors import PkiError
+from tdx_boot_attest.tdxsim import der
+from tdx_boot_attest.tdxsim.errors import PkiError
 
 SGX_EXTENSION_OID: Final = "1.2.840.113741.1.13.1"
 _PPID = SGX_EXTENSION_OID + ".1"

@@ -26,12 +26,12 @@ from typing import Any, Final
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tdxsim import collateral as coll
-from tdxsim import keys, quote, tcb
-from tdxsim.errors import CollateralError, PkiError, QuoteFormatError, StateError
-from tdxsim.pki import Identity, Pki, issue_pck_leaf, write_private
-from tdxsim.profile import Profile
-from tdxsim.qe import QuotingEnclave
+from tdx_boot_attest.tdxsim import collateral as coll
+from tdx_boot_attest.tdxsim import keys, quote, tcb
+from tdx_boot_attest.tdxsim.errors import CollateralError, PkiError, QuoteFormatError, StateError
+from tdx_boot_attest.tdxsim.pki import Identity, Pki, issue_pck_leaf, write_private
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.qe import QuotingEnclave
 
 STATE_FORMAT: Final = 1
 DEFAULT_FMSPC: Final = bytes.fromhex("00806F050000")

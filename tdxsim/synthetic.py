@@ -26,7 +26,7 @@ import hashlib
 import struct
 from typing import Final
 
-from tdxsim.errors import ProfileError
+from tdx_boot_attest.tdxsim.errors import ProfileError
 
 MAX_LABEL_BYTES: Final = 1024
 SETUP_SECTS: Final = 3

@@ -29,7 +29,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from tdxsim.errors import CollateralError
+from tdx_boot_attest.tdxsim.errors import CollateralError
 
 
 class TcbStatus(enum.StrEnum):

@@ -29,7 +29,7 @@ import struct
 import uuid
 from typing import Final
 
-from agent.eventlog import (
+from tdx_boot_attest.agent.eventlog import (
     EV_EFI_ACTION,
     EV_EFI_BOOT_SERVICES_APPLICATION,
     EV_EFI_VARIABLE_AUTHORITY,

@@ -29,7 +29,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from agent.measurement.errors import SetupHeaderError
+from tdx_boot_attest.agent.measurement.errors import SetupHeaderError
 
 HDRS_MAGIC: Final = b"HdrS"
 HEADER_MAGIC_OFFSET: Final = 0x202

@@ -15,33 +15,37 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Final
 
-from agent.eventlog import (
+from tdx_boot_attest.agent.eventlog import (
     Event,
     computed_event,
     event_from_json,
     event_to_json,
     replay,
 )
-from agent.measurement.efi import (
+from tdx_boot_attest.agent.measurement.efi import (
     initrd_event,
     kernel_event,
     load_options,
     load_options_event,
 )
-from agent.measurement.errors import ManifestError, MeasurementError, PlatformProfileError
-from agent.measurement.linux_boot import (
+from tdx_boot_attest.agent.measurement.errors import (
+    ManifestError,
+    MeasurementError,
+    PlatformProfileError,
+)
+from tdx_boot_attest.agent.measurement.linux_boot import (
     initrd_address,
     qemu_patched_kernel,
     read_setup_header,
 )
-from agent.measurement.memory import (
+from tdx_boot_attest.agent.measurement.memory import (
     check_memory_size,
     format_memory_size,
     q35_below_4g,
     q35_hole64_class,
 )
-from agent.measurement.pe import authenticode_digest
-from agent.measurement.platform import (
+from tdx_boot_attest.agent.measurement.pe import authenticode_digest
+from tdx_boot_attest.agent.measurement.platform import (
     KERNEL_HEADER_MODES,
     KERNEL_HEADER_PATCHED,
     ROLE_FIRMWARE,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from agent.measurement.errors import MemorySizeError
+from tdx_boot_attest.agent.measurement.errors import MemorySizeError
 
 MIB: Final = 1024 * 1024
 GIB: Final = 1024 * MIB

@@ -23,7 +23,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from agent.measurement.errors import PeFormatError
+from tdx_boot_attest.agent.measurement.errors import PeFormatError
 
 MAX_SECTIONS: Final = 96  # the PE/COFF specification's limit for an image
 MZ: Final = b"MZ"

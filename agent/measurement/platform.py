@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from agent.eventlog import (
+from tdx_boot_attest.agent.eventlog import (
     EV_EFI_ACTION,
     EV_EFI_BOOT_SERVICES_APPLICATION,
     EV_EFI_HANDOFF_TABLES2,
@@ -34,21 +34,26 @@ from agent.eventlog import (
     parse_event_log,
     replay,
 )
-from agent.measurement.efi import (
+from tdx_boot_attest.agent.measurement.efi import (
     ACTION_EXIT_BOOT_SERVICES,
     KERNEL_FILE_NAME,
     QEMU_KERNEL_LOADER_FS_MEDIA,
     derived_digest,
 )
-from agent.measurement.errors import (
+from tdx_boot_attest.agent.measurement.errors import (
     PlatformProfileError,
     ReferenceMismatchError,
     UnsupportedBootError,
 )
-from agent.measurement.linux_boot import INITRD_MAX_ABOVE_4G_FLAG, INITRD_MAX_RULES
-from agent.measurement.memory import GIB, MIB, check_memory_size, format_memory_size
-from agent.measurement.td_hob import EDK2_OVMF_LAYOUT, TdHobLayout, td_hob_digest
-from agent.measurement.tdvf import PAGE_ORDERS, compute_mrtd, read_tdvf_sections, td_hob_layout
+from tdx_boot_attest.agent.measurement.linux_boot import INITRD_MAX_ABOVE_4G_FLAG, INITRD_MAX_RULES
+from tdx_boot_attest.agent.measurement.memory import GIB, MIB, check_memory_size, format_memory_size
+from tdx_boot_attest.agent.measurement.td_hob import EDK2_OVMF_LAYOUT, TdHobLayout, td_hob_digest
+from tdx_boot_attest.agent.measurement.tdvf import (
+    PAGE_ORDERS,
+    compute_mrtd,
+    read_tdvf_sections,
+    td_hob_layout,
+)
 
 PROFILE_FORMAT: Final = "tdx-boot-attest/platform-profile"
 PROFILE_VERSION: Final = 1

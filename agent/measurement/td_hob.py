@@ -25,8 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from agent.measurement.errors import PlatformProfileError
-from agent.measurement.memory import q35_ram_ranges
+from tdx_boot_attest.agent.measurement.errors import PlatformProfileError
+from tdx_boot_attest.agent.measurement.memory import q35_ram_ranges
 
 PAGE: Final = 0x1000
 HOB_TYPE_HANDOFF: Final = 0x0001

@@ -28,8 +28,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from agent.measurement.errors import FirmwareFormatError
-from agent.measurement.td_hob import TdHobLayout
+from tdx_boot_attest.agent.measurement.errors import FirmwareFormatError
+from tdx_boot_attest.agent.measurement.td_hob import TdHobLayout
 
 TABLE_FOOTER_GUID: Final = uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d")
 TDX_METADATA_OFFSET_GUID: Final = uuid.UUID("e47a6535-984a-4798-865e-4685a7bf8ec2")

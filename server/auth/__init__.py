@@ -9,15 +9,19 @@ The pieces are kept apart so each can be tested alone:
 * :mod:`server.auth.authenticator` — the policy: window, registry, replay, token lookup.
 """
 
-from server.auth.authenticator import (
+from tdx_boot_attest.server.auth.authenticator import (
     AuthenticatedMiner,
     Authenticator,
     MinerLookup,
     ReplayGuard,
     RequestTarget,
 )
-from server.auth.credentials import BearerCredentials, HotkeyCredentials, parse_credentials
-from server.auth.errors import AuthenticationError
+from tdx_boot_attest.server.auth.credentials import (
+    BearerCredentials,
+    HotkeyCredentials,
+    parse_credentials,
+)
+from tdx_boot_attest.server.auth.errors import AuthenticationError
 
 __all__ = [
     "AuthenticatedMiner",

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from agent.protocol import NONCE_HEADER, SIGNATURE_SCOPE_HEADER, SignatureScope
-from server.auth.credentials import BearerCredentials, HotkeyCredentials
-from server.auth.errors import AuthenticationError
-from server.auth.hotkey import hotkey_public_key
-from server.auth.signing import parse_signature, signature_is_valid, signing_message
-from server.auth.tokens import digests_match, token_digest
+from tdx_boot_attest.agent.protocol import NONCE_HEADER, SIGNATURE_SCOPE_HEADER, SignatureScope
+from tdx_boot_attest.server.auth.credentials import BearerCredentials, HotkeyCredentials
+from tdx_boot_attest.server.auth.errors import AuthenticationError
+from tdx_boot_attest.server.auth.hotkey import hotkey_public_key
+from tdx_boot_attest.server.auth.signing import parse_signature, signature_is_valid, signing_message
+from tdx_boot_attest.server.auth.tokens import digests_match, token_digest
 
 DEFAULT_TIMESTAMP_WINDOW = timedelta(minutes=10)
 

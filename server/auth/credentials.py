@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from agent.protocol import (
+from tdx_boot_attest.agent.protocol import (
     HOTKEY_HEADER,
     NONCE_HEADER,
     SIGNATURE_HEADER,
     SIGNATURE_SCOPE_HEADER,
     SignatureScope,
 )
-from server.auth.errors import AuthenticationError
+from tdx_boot_attest.server.auth.errors import AuthenticationError
 
 AUTHORIZATION_HEADER: Final = "Authorization"
 _BEARER_SCHEME: Final = "bearer"

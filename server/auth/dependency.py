@@ -11,13 +11,22 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from agent.protocol import HOTKEY_HEADER, NONCE_HEADER, SIGNATURE_HEADER, SIGNATURE_SCOPE_HEADER
-from server.auth.authenticator import AuthenticatedMiner, Authenticator, RequestTarget
-from server.auth.credentials import AUTHORIZATION_HEADER, parse_credentials
-from server.context import ServerContext
-from server.db.engine import session_scope
-from server.dependencies import get_context
-from server.fleet.miners import DatabaseMiners, DatabaseReplayGuard
+from tdx_boot_attest.agent.protocol import (
+    HOTKEY_HEADER,
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    SIGNATURE_SCOPE_HEADER,
+)
+from tdx_boot_attest.server.auth.authenticator import (
+    AuthenticatedMiner,
+    Authenticator,
+    RequestTarget,
+)
+from tdx_boot_attest.server.auth.credentials import AUTHORIZATION_HEADER, parse_credentials
+from tdx_boot_attest.server.context import ServerContext
+from tdx_boot_attest.server.db.engine import session_scope
+from tdx_boot_attest.server.dependencies import get_context
+from tdx_boot_attest.server.fleet.miners import DatabaseMiners, DatabaseReplayGuard
 
 
 async def raw_body(request: Request) -> bytes:

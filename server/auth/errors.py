@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.errors import Unauthenticated
+from tdx_boot_attest.server.errors import Unauthenticated
 
 
 class AuthenticationError(Unauthenticated):

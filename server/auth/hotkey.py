@@ -6,7 +6,7 @@ from typing import Final
 
 from scalecodec.utils.ss58 import ss58_decode, ss58_encode
 
-from server.auth.errors import AuthenticationError
+from tdx_boot_attest.server.auth.errors import AuthenticationError
 
 SR25519_PUBLIC_KEY_BYTES: Final = 32
 # The Substrate generic prefix, which Bittensor and Chutes hotkeys use.

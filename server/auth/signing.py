@@ -12,8 +12,12 @@ from typing import Final
 
 import sr25519
 
-from agent.protocol import SIGNATURE_PURPOSE, SignatureScope, request_signing_message
-from server.auth.errors import AuthenticationError
+from tdx_boot_attest.agent.protocol import (
+    SIGNATURE_PURPOSE,
+    SignatureScope,
+    request_signing_message,
+)
+from tdx_boot_attest.server.auth.errors import AuthenticationError
 
 PURPOSE: Final = SIGNATURE_PURPOSE
 SR25519_SIGNATURE_BYTES: Final = 64

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import exc as sa_exc
 
-from server.errors import DatabaseUnavailable
+from tdx_boot_attest.server.errors import DatabaseUnavailable
 
 # SQLSTATE classes: 08 connection exception, 53 insufficient resources (disk full, out of
 # memory, too many connections), 57 operator intervention (statement timeout, admin

@@ -25,8 +25,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.db.watchdog import ConnectionWatchdog
-from server.errors import ConfigurationError
+from tdx_boot_attest.server.db.watchdog import ConnectionWatchdog
+from tdx_boot_attest.server.errors import ConfigurationError
 
 APPLICATION_NAME = "tdx-attest-server"
 # libpq (and psycopg) never wait less than this for a connection.

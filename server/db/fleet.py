@@ -19,8 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from server.db.base import Base, UtcDateTime
-from server.db.models import IDENTITY_KEY_HEX, MEASUREMENT_HEX
+from tdx_boot_attest.server.db.base import Base, UtcDateTime
+from tdx_boot_attest.server.db.models import IDENTITY_KEY_HEX, MEASUREMENT_HEX
 
 HOTKEY_CHARS = 64
 SERVER_ID_CHARS = 128

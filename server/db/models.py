@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.db.base import Base, UtcDateTime
+from tdx_boot_attest.server.db.base import Base, UtcDateTime
 
 MEASUREMENT_HEX = 96
 ANY_MEASUREMENT = "any"

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from server.db.models import ServerSecret
+from tdx_boot_attest.server.db.models import ServerSecret
 
 
 def shared_secret(engine: Engine, name: str, size: int, now: datetime) -> bytes:

@@ -9,10 +9,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.clock import Clock, rfc3339
-from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.fleet.miners import add_miner, issue_token, list_miners, remove_miner, revoke_tokens
-from server.settings import Settings
+from tdx_boot_attest.server.clock import Clock, rfc3339
+from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
+from tdx_boot_attest.server.fleet.miners import (
+    add_miner,
+    issue_token,
+    list_miners,
+    remove_miner,
+    revoke_tokens,
+)
+from tdx_boot_attest.server.settings import Settings
 
 
 def add_miner_parser(commands: Any) -> None:

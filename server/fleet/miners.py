@@ -13,13 +13,13 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.auth.errors import AuthenticationError
-from server.auth.hotkey import hotkey_public_key
-from server.auth.tokens import new_token, token_digest
-from server.clock import Clock
-from server.db.engine import session_scope
-from server.db.fleet import Miner, MinerToken, Server, UsedSignature
-from server.errors import Conflict, NotFound, RequestInvalid
+from tdx_boot_attest.server.auth.errors import AuthenticationError
+from tdx_boot_attest.server.auth.hotkey import hotkey_public_key
+from tdx_boot_attest.server.auth.tokens import new_token, token_digest
+from tdx_boot_attest.server.clock import Clock
+from tdx_boot_attest.server.db.engine import session_scope
+from tdx_boot_attest.server.db.fleet import Miner, MinerToken, Server, UsedSignature
+from tdx_boot_attest.server.errors import Conflict, NotFound, RequestInvalid
 
 # Expired replay records are swept at most this often per process.
 REPLAY_PURGE_INTERVAL = timedelta(minutes=1)

@@ -19,11 +19,11 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from agent.protocol import Reason
-from server.db.fleet import RuntimeAttestation, Server, ServerGpu
-from server.db.models import BootAttestation, Nonce
-from server.errors import Conflict, Forbidden, NotFound
-from server.fleet.schemas import NodeArgs, ServerArgs, normalise_gpu_uuid
+from tdx_boot_attest.agent.protocol import Reason
+from tdx_boot_attest.server.db.fleet import RuntimeAttestation, Server, ServerGpu
+from tdx_boot_attest.server.db.models import BootAttestation, Nonce
+from tdx_boot_attest.server.errors import Conflict, Forbidden, NotFound
+from tdx_boot_attest.server.fleet.schemas import NodeArgs, ServerArgs, normalise_gpu_uuid
 
 ACCEPTED = "accepted"
 

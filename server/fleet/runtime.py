@@ -20,32 +20,32 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from agent.eventlog import Event
-from agent.protocol import NONCE_BYTES, Reason
-from server.bookkeeping import storable_text
-from server.boot_attestation import (
+from tdx_boot_attest.agent.eventlog import Event
+from tdx_boot_attest.agent.protocol import NONCE_BYTES, Reason
+from tdx_boot_attest.server.bookkeeping import storable_text
+from tdx_boot_attest.server.boot_attestation import (
     CLIENT_IP_MAX_CHARS,
     decode_quote,
     log_attestation,
     verify_quote_platform,
 )
-from server.context import ServerContext
-from server.db.engine import session_scope
-from server.db.fleet import RuntimeAttestation, Server
-from server.db.models import Image, Nonce
-from server.dcap import DcapVerdict
-from server.errors import AttestationRefused, Forbidden, NonceRejected, ServerError
-from server.event_evidence import (
+from tdx_boot_attest.server.context import ServerContext
+from tdx_boot_attest.server.db.engine import session_scope
+from tdx_boot_attest.server.db.fleet import RuntimeAttestation, Server
+from tdx_boot_attest.server.db.models import Image, Nonce
+from tdx_boot_attest.server.dcap import DcapVerdict
+from tdx_boot_attest.server.errors import AttestationRefused, Forbidden, NonceRejected, ServerError
+from tdx_boot_attest.server.event_evidence import (
     EventLogEvidence,
     check_replay,
     decode_event_log_field,
     parse_event_log_field,
 )
-from server.fleet.registry import get_server, runtime_nonce_scope
-from server.identity_binding import check_runtime_binding, require_runtime_binding
-from server.nonces import consume_nonce, issue_nonce
-from server.policy import differing_registers, mismatch_refusal, runtime_profile
-from server.quote import TdQuote, parse_td_quote
+from tdx_boot_attest.server.fleet.registry import get_server, runtime_nonce_scope
+from tdx_boot_attest.server.identity_binding import check_runtime_binding, require_runtime_binding
+from tdx_boot_attest.server.nonces import consume_nonce, issue_nonce
+from tdx_boot_attest.server.policy import differing_registers, mismatch_refusal, runtime_profile
+from tdx_boot_attest.server.quote import TdQuote, parse_td_quote
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from server.db.base import Base
-from server.db.engine import make_engine
+from tdx_boot_attest.server.db.base import Base
+from tdx_boot_attest.server.db.engine import make_engine
 
 config = context.config
 target_metadata = Base.metadata

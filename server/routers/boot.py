@@ -14,15 +14,20 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 
-from agent.protocol import BOOT_ATTESTATION_PATH, NONCE_HEADER, NONCE_PATH, b64encode
-from server.boot_attestation import BootRequest, BootResult, attest_boot
-from server.clock import rfc3339
-from server.context import ServerContext
-from server.db.availability import database_unavailable
-from server.dependencies import get_context, peer_address
-from server.errors import DatabaseUnavailable, ServerError
-from server.nonces import purge_nonces
-from server.schemas import (
+from tdx_boot_attest.agent.protocol import (
+    BOOT_ATTESTATION_PATH,
+    NONCE_HEADER,
+    NONCE_PATH,
+    b64encode,
+)
+from tdx_boot_attest.server.boot_attestation import BootRequest, BootResult, attest_boot
+from tdx_boot_attest.server.clock import rfc3339
+from tdx_boot_attest.server.context import ServerContext
+from tdx_boot_attest.server.db.availability import database_unavailable
+from tdx_boot_attest.server.dependencies import get_context, peer_address
+from tdx_boot_attest.server.errors import DatabaseUnavailable, ServerError
+from tdx_boot_attest.server.nonces import purge_nonces
+from tdx_boot_attest.server.schemas import (
     BootAttestationRequest,
     BootAttestationResponse,
     ErrorResponse,

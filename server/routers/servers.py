@@ -16,16 +16,16 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.auth.authenticator import AuthenticatedMiner
-from server.auth.dependency import current_miner
-from server.clock import rfc3339
-from server.context import ServerContext
-from server.db.engine import session_scope
-from server.db.fleet import RuntimeAttestation, Server
-from server.db.models import BootAttestation
-from server.dependencies import client_ip, get_context
-from server.fleet import registry, runtime
-from server.fleet.schemas import (
+from tdx_boot_attest.server.auth.authenticator import AuthenticatedMiner
+from tdx_boot_attest.server.auth.dependency import current_miner
+from tdx_boot_attest.server.clock import rfc3339
+from tdx_boot_attest.server.context import ServerContext
+from tdx_boot_attest.server.db.engine import session_scope
+from tdx_boot_attest.server.db.fleet import RuntimeAttestation, Server
+from tdx_boot_attest.server.db.models import BootAttestation
+from tdx_boot_attest.server.dependencies import client_ip, get_context
+from tdx_boot_attest.server.fleet import registry, runtime
+from tdx_boot_attest.server.fleet.schemas import (
     SERVER_ID_MAX_CHARS,
     SERVER_ID_PATTERN,
     AttestationOut,
@@ -39,8 +39,8 @@ from server.fleet.schemas import (
     ServerDeleted,
     ServerOut,
 )
-from server.fleet.status import AttestationFacts, decide_status
-from server.schemas import ErrorResponse
+from tdx_boot_attest.server.fleet.status import AttestationFacts, decide_status
+from tdx_boot_attest.server.schemas import ErrorResponse
 
 router = APIRouter(prefix="/servers", tags=["servers"])
 

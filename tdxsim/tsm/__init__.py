@@ -5,8 +5,8 @@
 real FUSE mount that any program can use.
 """
 
-from tdxsim.tsm.errors import TsmError
-from tdxsim.tsm.faults import FaultPlan, FaultSpecError
-from tdxsim.tsm.model import KernelAbi, QuoteFn, TsmModel
+from tdx_boot_attest.tdxsim.tsm.errors import TsmError
+from tdx_boot_attest.tdxsim.tsm.faults import FaultPlan, FaultSpecError
+from tdx_boot_attest.tdxsim.tsm.model import KernelAbi, QuoteFn, TsmModel
 
 __all__ = ["FaultPlan", "FaultSpecError", "KernelAbi", "QuoteFn", "TsmError", "TsmModel"]

@@ -23,8 +23,15 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tdxsim.tsm.errors import TsmError
-from tdxsim.tsm.model import INBLOB_MAX, OUTBLOB_MAX, Attribute, AttrKind, ReportEntry, TsmModel
+from tdx_boot_attest.tdxsim.tsm.errors import TsmError
+from tdx_boot_attest.tdxsim.tsm.model import (
+    INBLOB_MAX,
+    OUTBLOB_MAX,
+    Attribute,
+    AttrKind,
+    ReportEntry,
+    TsmModel,
+)
 
 log = logging.getLogger(__name__)
 

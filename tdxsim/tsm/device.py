@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from tdxsim.profile import Profile
-    from tdxsim.tsm.model import QuoteFn
+    from tdx_boot_attest.tdxsim.profile import Profile
+    from tdx_boot_attest.tdxsim.tsm.model import QuoteFn
 
 EVENT_LOG_FILE: Final = ".tdxsim-ccel"
 EVENT_LOG_MODE: Final = 0o400
@@ -40,7 +40,7 @@ def simulated_td(
 
     Raises StateError when the state cannot be loaded.
     """
-    from tdxsim.state import SimState
+    from tdx_boot_attest.tdxsim.state import SimState
 
     state = SimState.load(state_dir)
 

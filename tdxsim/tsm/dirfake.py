@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tdxsim.tsm.configfs import REPORT_GROUP, AttrFile, ConfigfsView
-from tdxsim.tsm.device import EVENT_LOG_FILE, EVENT_LOG_MODE
-from tdxsim.tsm.errors import TsmError
-from tdxsim.tsm.faults import FaultPlan
-from tdxsim.tsm.model import AttrKind, TsmModel
+from tdx_boot_attest.tdxsim.tsm.configfs import REPORT_GROUP, AttrFile, ConfigfsView
+from tdx_boot_attest.tdxsim.tsm.device import EVENT_LOG_FILE, EVENT_LOG_MODE
+from tdx_boot_attest.tdxsim.tsm.errors import TsmError
+from tdx_boot_attest.tdxsim.tsm.faults import FaultPlan
+from tdx_boot_attest.tdxsim.tsm.model import AttrKind, TsmModel
 
 OPERATIONS = frozenset({"mkdir", "rmdir", "listdir", "exists", "open", "read", "write", "close"})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 
-from tdxsim.errors import TdxSimError
+from tdx_boot_attest.tdxsim.errors import TdxSimError
 
 
 class TsmError(TdxSimError, OSError):

@@ -29,7 +29,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from tdxsim.tsm.errors import errno_from_name
+from tdx_boot_attest.tdxsim.tsm.errors import errno_from_name
 
 TDX_PROVIDER = "tdx_guest"
 

@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import mfusepy
 
-from tdxsim.tsm.configfs import AttrFile, ConfigfsView
-from tdxsim.tsm.device import EVENT_LOG_FILE, EVENT_LOG_MODE, simulated_td
-from tdxsim.tsm.errors import TsmError
-from tdxsim.tsm.faults import FaultPlan, FaultSpecError
-from tdxsim.tsm.model import KernelAbi, TsmModel
+from tdx_boot_attest.tdxsim.tsm.configfs import AttrFile, ConfigfsView
+from tdx_boot_attest.tdxsim.tsm.device import EVENT_LOG_FILE, EVENT_LOG_MODE, simulated_td
+from tdx_boot_attest.tdxsim.tsm.errors import TsmError
+from tdx_boot_attest.tdxsim.tsm.faults import FaultPlan, FaultSpecError
+from tdx_boot_attest.tdxsim.tsm.model import KernelAbi, TsmModel
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -332,8 +332,8 @@ def add_mount_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 def run(args: argparse.Namespace) -> int:
     """Handler of ``tdxsim mount``; returns the exit status. Raises on a bad state dir,
     profile or manifest."""
-    from tdxsim.measured_boot import from_manifest
-    from tdxsim.profile import Profile
+    from tdx_boot_attest.tdxsim.measured_boot import from_manifest
+    from tdx_boot_attest.tdxsim.profile import Profile
 
     faults = FaultPlan()
     for spec in args.fault:

@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tdxsim.tsm.errors import TsmError
-from tdxsim.tsm.faults import FaultPlan
+from tdx_boot_attest.tdxsim.tsm.errors import TsmError
+from tdx_boot_attest.tdxsim.tsm.faults import FaultPlan
 
 log = logging.getLogger(__name__)
 

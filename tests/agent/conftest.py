@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tdxsim.tsm.dirfake import DirFake
-from tdxsim.tsm.model import TsmModel
+from tdx_boot_attest.tdxsim.tsm.dirfake import DirFake
+from tdx_boot_attest.tdxsim.tsm.model import TsmModel
 
 MRTD = bytes(range(48))
 

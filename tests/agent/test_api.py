@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from agent import protocol
-from agent.api import (
+from tdx_boot_attest.agent import protocol
+from tdx_boot_attest.agent.api import (
     BootClient,
     Deadline,
     ReleasedKey,
@@ -25,7 +25,7 @@ from agent.api import (
     released,
     retry_until,
 )
-from agent.errors import (
+from tdx_boot_attest.agent.errors import (
     ConfigError,
     DeadlineExceeded,
     LocalReason,
@@ -34,8 +34,8 @@ from agent.errors import (
     TransportError,
     TsmError,
 )
-from agent.identity import load_or_create_identity
-from agent.quote import parse_quote
+from tdx_boot_attest.agent.identity import load_or_create_identity
+from tdx_boot_attest.agent.quote import parse_quote
 from tests.agent.conftest import synthetic_quote
 from tests.support.scripted_http import Answer, Request, ScriptedServer
 

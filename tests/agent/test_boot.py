@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.boot import BootContext, keyscript, unlock_volumes
-from agent.config import Config, Volume
-from agent.console import Console
-from agent.disk import DeviceWaiter
-from agent.errors import ConfigError, DeadlineExceeded, DiskError, LocalReason
+from tdx_boot_attest.agent.boot import BootContext, keyscript, unlock_volumes
+from tdx_boot_attest.agent.config import Config, Volume
+from tdx_boot_attest.agent.console import Console
+from tdx_boot_attest.agent.disk import DeviceWaiter
+from tdx_boot_attest.agent.errors import ConfigError, DeadlineExceeded, DiskError, LocalReason
 from tests.support.scripted_http import ScriptedServer
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.ccel import EventLogUnavailable, event_log_to_send, read_event_log
-from agent.errors import LocalReason
-from agent.eventlog import computed_event, encode_event_log, parse_event_log
-from agent.protocol import MAX_EVENT_LOG_BYTES
+from tdx_boot_attest.agent.ccel import EventLogUnavailable, event_log_to_send, read_event_log
+from tdx_boot_attest.agent.errors import LocalReason
+from tdx_boot_attest.agent.eventlog import computed_event, encode_event_log, parse_event_log
+from tdx_boot_attest.agent.protocol import MAX_EVENT_LOG_BYTES
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "eventlog"
 
@@ -57,9 +57,9 @@ def test_a_required_log_that_cannot_be_read_stops_the_boot(tmp_path: Path) -> No
 
 
 def test_the_simulated_devices_log_is_read_and_sent_without_its_padding(tmp_path: Path) -> None:
-    from tdxsim.profile import Profile
-    from tdxsim.tsm.dirfake import DirFake
-    from tdxsim.tsm.model import TsmModel
+    from tdx_boot_attest.tdxsim.profile import Profile
+    from tdx_boot_attest.tdxsim.tsm.dirfake import DirFake
+    from tdx_boot_attest.tdxsim.tsm.model import TsmModel
     from tests.agent.conftest import synthetic_quote
 
     profile = Profile.builtin("other")

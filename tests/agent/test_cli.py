@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from agent import protocol
-from agent.cli import main
-from agent.eventlog import parse_event_log
-from agent.identity import load_identity
-from tdxsim.tsm.dirfake import DirFake
-from tdxsim.tsm.model import TsmModel
+from tdx_boot_attest.agent import protocol
+from tdx_boot_attest.agent.cli import main
+from tdx_boot_attest.agent.eventlog import parse_event_log
+from tdx_boot_attest.agent.identity import load_identity
+from tdx_boot_attest.tdxsim.tsm.dirfake import DirFake
+from tdx_boot_attest.tdxsim.tsm.model import TsmModel
 from tests.agent.test_api import PASSPHRASE, nonce_answer, refusal, release
 from tests.support.scripted_http import ScriptedServer
 
@@ -32,7 +32,7 @@ def server() -> Iterator[ScriptedServer]:
 
 @pytest.fixture
 def fake_tsm(tsm_fake: DirFake, monkeypatch: pytest.MonkeyPatch) -> DirFake:
-    monkeypatch.setattr("agent.boot.file_ops", lambda: tsm_fake)
+    monkeypatch.setattr("tdx_boot_attest.agent.boot.file_ops", lambda: tsm_fake)
     return tsm_fake
 
 
@@ -263,7 +263,7 @@ def test_unexpected_errors_are_internal_with_traceback_on_verbose(
     def explode(*args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("agent.boot.unlock_volumes", explode)
+    monkeypatch.setattr("tdx_boot_attest.agent.boot.unlock_volumes", explode)
     assert setup.run("boot") == 1
     err = capsys.readouterr().err
     assert "reason=internal_error" in err
@@ -277,7 +277,10 @@ def test_python_dash_m_agent_runs() -> None:
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "agent", "--help"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "tdx_boot_attest.agent", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0
     assert "tdx-boot-agent" in result.stdout
@@ -329,7 +332,7 @@ def gce_tsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DirFake:
     """A TSM whose every quote is the real quote of the boot that wrote gce-cos113.ccel."""
     quote = (EVENT_LOGS / "gce-cos113.quote").read_bytes()
     fake = DirFake(tmp_path / "gce-tsm", TsmModel(lambda _report_data: quote))
-    monkeypatch.setattr("agent.boot.file_ops", lambda: fake)
+    monkeypatch.setattr("tdx_boot_attest.agent.boot.file_ops", lambda: fake)
     return fake
 
 

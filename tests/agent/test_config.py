@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import (
+from tdx_boot_attest.agent.config import (
     DEFAULT_EVENT_LOG_PATH,
     DEFAULT_IDENTITY_PATH,
     DEFAULT_TSM_ROOT,
@@ -15,7 +15,7 @@ from agent.config import (
     load_config,
     parse_cmdline,
 )
-from agent.errors import ConfigError
+from tdx_boot_attest.agent.errors import ConfigError
 from tests.conftest import REPO_ROOT
 
 ISSUE_EXAMPLE = """\

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.actions import FailureActions
-from agent.config import Config, FailureAction
-from agent.console import Console, failure_line
-from agent.errors import ActionError
-from agent.quote import QuoteFormatError, parse_quote
+from tdx_boot_attest.agent.actions import FailureActions
+from tdx_boot_attest.agent.config import Config, FailureAction
+from tdx_boot_attest.agent.console import Console, failure_line
+from tdx_boot_attest.agent.errors import ActionError
+from tdx_boot_attest.agent.quote import QuoteFormatError, parse_quote
 from tests.agent.conftest import MRTD, synthetic_quote
 
 

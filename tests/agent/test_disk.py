@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.disk import Cryptsetup, DeviceWaiter, write_all
-from agent.errors import DiskError, LocalReason
+from tdx_boot_attest.agent.disk import Cryptsetup, DeviceWaiter, write_all
+from tdx_boot_attest.agent.errors import DiskError, LocalReason
 
 KEY = b"s3cret passphrase\x00\n\xff"
 

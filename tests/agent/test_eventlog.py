@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent import eventlog
-from agent.eventlog import (
+from tdx_boot_attest.agent import eventlog
+from tdx_boot_attest.agent.eventlog import (
     ALG_SHA384,
     EV_EFI_ACTION,
     EV_EVENT_TAG,
@@ -27,8 +27,8 @@ from agent.eventlog import (
     event_to_json,
     parse_event_log,
 )
-from agent.protocol import Reason
-from agent.quote import parse_quote
+from tdx_boot_attest.agent.protocol import Reason
+from tdx_boot_attest.agent.quote import parse_quote
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "eventlog"
 GCE = ASSETS / "gce-cos113.ccel"

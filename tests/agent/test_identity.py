@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import protocol
-from agent.errors import LocalReason
-from agent.identity import (
+from tdx_boot_attest.agent import protocol
+from tdx_boot_attest.agent.errors import LocalReason
+from tdx_boot_attest.agent.identity import (
     IdentityUnavailable,
     check_in_memory,
     filesystem_type,

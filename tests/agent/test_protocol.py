@@ -12,8 +12,8 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent import protocol
-from agent.protocol import Kem, ProtocolError, Reason, SignatureScope
+from tdx_boot_attest.agent import protocol
+from tdx_boot_attest.agent.protocol import Kem, ProtocolError, Reason, SignatureScope
 
 NONCE = bytes(range(32))
 HPKE_KEY = bytes.fromhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")

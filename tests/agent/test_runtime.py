@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import sr25519
 
-from agent import protocol
-from agent.api import BootClient, make_session
-from agent.auth import BearerSigner, HotkeyError, HotkeySigner, signing_message
-from agent.cli import main
-from agent.errors import LocalReason, ServerRefused
-from agent.identity import Identity, load_or_create_identity
-from agent.quote import parse_quote
-from agent.runtime import attest_runtime, runtime_paths
+from tdx_boot_attest.agent import protocol
+from tdx_boot_attest.agent.api import BootClient, make_session
+from tdx_boot_attest.agent.auth import BearerSigner, HotkeyError, HotkeySigner, signing_message
+from tdx_boot_attest.agent.cli import main
+from tdx_boot_attest.agent.errors import LocalReason, ServerRefused
+from tdx_boot_attest.agent.identity import Identity, load_or_create_identity
+from tdx_boot_attest.agent.quote import parse_quote
+from tdx_boot_attest.agent.runtime import attest_runtime, runtime_paths
 from tests.agent.test_api import FakeClock, SyntheticQuotes, refusal
 from tests.support.scripted_http import Answer, Request, ScriptedServer
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import LocalReason, TsmError
-from agent.quote import parse_quote
-from agent.tsm import ENTRY_PREFIX, OsFileOps, TsmQuoteProvider
-from tdxsim.tsm.dirfake import DirFake
+from tdx_boot_attest.agent.errors import LocalReason, TsmError
+from tdx_boot_attest.agent.quote import parse_quote
+from tdx_boot_attest.agent.tsm import ENTRY_PREFIX, OsFileOps, TsmQuoteProvider
+from tdx_boot_attest.tdxsim.tsm.dirfake import DirFake
 
 REPORT_DATA = bytes(range(64))
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from agent.identity import load_identity
-from tdxsim.profile import Profile
-from tdxsim.state import SimState
+from tdx_boot_attest.agent.identity import load_identity
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.agent_e2e import (
     AgentRun,
     ProcessSampler,

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.eventlog import parse_event_log
-from tdxsim.measured_boot import Component
-from tdxsim.profile import Profile
-from tdxsim.state import SimState
-from tdxsim.tsm.device import EVENT_LOG_FILE
+from tdx_boot_attest.agent.eventlog import parse_event_log
+from tdx_boot_attest.tdxsim.measured_boot import Component
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.tsm.device import EVENT_LOG_FILE
 from tests.support.agent_e2e import (
     AgentRun,
     agent_argv,

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.agent_e2e import (
     agent_argv,
     files_containing,

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, expected_report_data, get_nonce, post_quote
 from tests.support.databases import DB_KINDS, create_postgres_database, drop_postgres_database
 from tests.support.live_server import LiveServer, live_server

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, expected_report_data, get_nonce, post_quote
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.live_server import LiveServer, live_server

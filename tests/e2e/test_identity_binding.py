@@ -25,10 +25,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.identity import load_identity
-from agent.protocol import runtime_report_data, runtime_signature_message
-from agent.tsm import TsmQuoteProvider
-from tdxsim.state import SimState
+from tdx_boot_attest.agent.identity import load_identity
+from tdx_boot_attest.agent.protocol import runtime_report_data, runtime_signature_message
+from tdx_boot_attest.agent.tsm import TsmQuoteProvider
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.agent_e2e import (
     AgentRun,
     agent_argv,

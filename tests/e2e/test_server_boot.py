@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tdxsim.profile import Profile
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, expected_report_data, get_nonce, post_quote
 from tests.support.databases import (  # noqa: F401 - pytest fixtures
     database_url,

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.db.models import BootAttestation
-from tdxsim.profile import Profile
-from tdxsim.state import SimState
+from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
+from tdx_boot_attest.server.db.models import BootAttestation
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, expected_report_data, get_nonce, post_quote
 from tests.support.databases import DB_KINDS, create_postgres_database, drop_postgres_database
 from tests.support.live_server import LiveServer, live_server

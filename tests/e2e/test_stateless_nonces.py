@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.nonces import issue_nonce
-from tdxsim.state import SimState
+from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
+from tdx_boot_attest.server.nonces import issue_nonce
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, expected_report_data, get_nonce, post_quote
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.live_server import LiveServer, live_server

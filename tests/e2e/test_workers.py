@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.workers import bind_sockets
-from tdxsim.state import SimState
+from tdx_boot_attest.server.workers import bind_sockets
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, expected_report_data, get_nonce, post_quote
 from tests.support.live_server import live_server
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.databases import (  # noqa: F401 - pytest fixtures
     database_url,
     db_kind,

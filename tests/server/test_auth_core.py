@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.protocol import Reason, SignatureScope
-from server.auth import (
+from tdx_boot_attest.agent.protocol import Reason, SignatureScope
+from tdx_boot_attest.server.auth import (
     AuthenticationError,
     Authenticator,
     BearerCredentials,
@@ -16,9 +16,14 @@ from server.auth import (
     RequestTarget,
     parse_credentials,
 )
-from server.auth.hotkey import hotkey_address, hotkey_public_key
-from server.auth.signing import PURPOSE, parse_signature, signature_is_valid, signing_message
-from server.auth.tokens import new_token, token_digest
+from tdx_boot_attest.server.auth.hotkey import hotkey_address, hotkey_public_key
+from tdx_boot_attest.server.auth.signing import (
+    PURPOSE,
+    parse_signature,
+    signature_is_valid,
+    signing_message,
+)
+from tdx_boot_attest.server.auth.tokens import new_token, token_digest
 from tests.support.miner_keys import MinerKey
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)

@@ -7,9 +7,9 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, select
 
-from server.app import create_app
-from server.db.engine import session_scope
-from server.db.fleet import UsedSignature
+from tdx_boot_attest.server.app import create_app
+from tdx_boot_attest.server.db.engine import session_scope
+from tdx_boot_attest.server.db.fleet import UsedSignature
 from tests.support.fleet_env import HOST_IP, FleetEnv, decoded, server_args
 from tests.support.fleet_fixtures import FleetFactory
 from tests.support.miner_keys import MinerKey, json_body

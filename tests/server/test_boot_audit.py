@@ -12,11 +12,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from agent.protocol import MAX_QUOTE_BYTES
-from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.db.models import BootAttestation
-from tdxsim.profile import Profile
-from tdxsim.state import SimState
+from tdx_boot_attest.agent.protocol import MAX_QUOTE_BYTES
+from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
+from tdx_boot_attest.server.db.models import BootAttestation
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, get_nonce, post_quote
 from tests.support.sim_server import SimServer, sim_server
 
@@ -108,7 +108,7 @@ def _flipped_signature(srv: SimServer, vm: str) -> httpx.Response:
 def _revoked_pck(srv: SimServer, vm: str) -> httpx.Response:
     srv.sim.revoke_pck()
     engine = make_engine(srv.settings.database_url, pool_size=1)
-    from server.collateral_cache import import_collateral
+    from tdx_boot_attest.server.collateral_cache import import_collateral
 
     import_collateral(make_sessionmaker(engine), srv.sim.collateral_json, srv.clock())
     engine.dispose()

@@ -19,14 +19,14 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from agent.eventlog import EV_EFI_ACTION, parse_event_log
-from agent.protocol import MAX_EVENT_LOG_BYTES, Reason
-from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.db.models import BootAttestation
-from server.errors import RequestInvalid
-from server.event_evidence import parse_event_log_field
-from server.images import ReferenceEvents
-from tdxsim.state import SimState
+from tdx_boot_attest.agent.eventlog import EV_EFI_ACTION, parse_event_log
+from tdx_boot_attest.agent.protocol import MAX_EVENT_LOG_BYTES, Reason
+from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
+from tdx_boot_attest.server.db.models import BootAttestation
+from tdx_boot_attest.server.errors import RequestInvalid
+from tdx_boot_attest.server.event_evidence import parse_event_log_field
+from tdx_boot_attest.server.images import ReferenceEvents
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, get_nonce, post_quote
 from tests.support.eventlogs import (
     Components,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.db.models import BootAttestation
-from tdxsim.state import SimState
+from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
+from tdx_boot_attest.server.db.models import BootAttestation
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.sim_server import sim_server
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.protocol import MAX_QUOTE_BYTES
-from server.collateral_cache import import_collateral
-from server.db.engine import make_engine, make_sessionmaker
-from tdxsim import tcb
-from tdxsim.profile import Profile
-from tdxsim.state import SimState
+from tdx_boot_attest.agent.protocol import MAX_QUOTE_BYTES
+from tdx_boot_attest.server.collateral_cache import import_collateral
+from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker
+from tdx_boot_attest.tdxsim import tcb
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, get_nonce, post_quote
 from tests.support.sim_server import SimServer, sim_server
 
@@ -294,8 +294,8 @@ def test_no_image_registered(tmp_path: Path, database_url: str, sim: SimState) -
 
 
 def test_retired_image_is_not_approved(tmp_path: Path, database_url: str, sim: SimState) -> None:
-    from server.db.engine import session_scope
-    from server.images import retire_image
+    from tdx_boot_attest.server.db.engine import session_scope
+    from tdx_boot_attest.server.images import retire_image
 
     with sim_server(tmp_path, database_url, sim) as srv:
         srv.register_image("golden")
@@ -326,7 +326,7 @@ def test_expired_collateral_is_never_used(srv: SimServer) -> None:
 
 
 def test_low_order_public_key_is_a_422_not_a_500(srv: SimServer) -> None:
-    from agent.protocol import report_data
+    from tdx_boot_attest.agent.protocol import report_data
 
     nonce = get_nonce(srv.client)
     zero_key = bytes(32)

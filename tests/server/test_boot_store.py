@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import Engine, String, cast, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.boot_store import BootStore, NonceSpend
-from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.db.models import BootAttestation, Image, Nonce, SpentNonce
-from server.errors import NonceRejected
-from server.nonces import BOOT_SCOPE, consume_nonce, issue_nonce, purge_nonces
+from tdx_boot_attest.server.boot_store import BootStore, NonceSpend
+from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
+from tdx_boot_attest.server.db.models import BootAttestation, Image, Nonce, SpentNonce
+from tdx_boot_attest.server.errors import NonceRejected
+from tdx_boot_attest.server.nonces import BOOT_SCOPE, consume_nonce, issue_nonce, purge_nonces
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from server.cli import main
-from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.db.models import CollateralCacheEntry, Image
-from server.sealing import load_master_key
-from tdxsim.state import SimState
+from tdx_boot_attest.server.cli import main
+from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
+from tdx_boot_attest.server.db.models import CollateralCacheEntry, Image
+from tdx_boot_attest.server.sealing import load_master_key
+from tdx_boot_attest.tdxsim.state import SimState
 
 
 @pytest.fixture

@@ -15,18 +15,22 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import Engine, select
 
-from server.collateral import (
+from tdx_boot_attest.server.collateral import (
     CollateralError,
     CollateralNotFound,
     PcsCollateralFetcher,
     parse_collateral,
 )
-from server.collateral_cache import CollateralCache, CollateralPolicy, import_collateral
-from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.db.models import CollateralCacheEntry
-from server.errors import CollateralUnavailable
-from tdxsim.pcs import PcsCollateral, PcsServer
-from tdxsim.state import SimState
+from tdx_boot_attest.server.collateral_cache import (
+    CollateralCache,
+    CollateralPolicy,
+    import_collateral,
+)
+from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
+from tdx_boot_attest.server.db.models import CollateralCacheEntry
+from tdx_boot_attest.server.errors import CollateralUnavailable
+from tdx_boot_attest.tdxsim.pcs import PcsCollateral, PcsServer
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.sim_server import FrozenClock, sim_server
 
 
@@ -203,7 +207,7 @@ def test_metrics_report_collateral_age(tmp_path: Path, database_url: str, sim: S
 def test_crl_bodies_in_every_form(sim: SimState, form: str) -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from server.collateral import _crl_der
+    from tdx_boot_attest.server.collateral import _crl_der
 
     der = bytes.fromhex(json.loads(sim.collateral_json)["pck_crl"])
     crl = x509.load_der_x509_crl(der)
@@ -222,7 +226,7 @@ def test_der_crl_ending_in_a_whitespace_byte_is_kept_whole() -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    from server.collateral import _crl_der
+    from tdx_boot_attest.server.collateral import _crl_der
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test PCK Platform CA")])

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from server.app import create_app
-from server.settings import Settings
+from tdx_boot_attest.server.app import create_app
+from tdx_boot_attest.server.settings import Settings
 from tests.conftest import REPO_ROOT, SHARED_DIR
 from tests.support.api_contract import Operation, parse_contract
 

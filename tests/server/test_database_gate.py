@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.db.availability import DatabaseGate
+from tdx_boot_attest.server.db.availability import DatabaseGate
 
 
 class Clock:

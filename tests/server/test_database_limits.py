@@ -10,11 +10,11 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from server.db.availability import as_unavailable, unavailability
-from server.db.engine import DatabaseLimits, make_engine
-from server.db.watchdog import ConnectionWatchdog
-from server.errors import DatabaseUnavailable
-from server.settings import Settings
+from tdx_boot_attest.server.db.availability import as_unavailable, unavailability
+from tdx_boot_attest.server.db.engine import DatabaseLimits, make_engine
+from tdx_boot_attest.server.db.watchdog import ConnectionWatchdog
+from tdx_boot_attest.server.errors import DatabaseUnavailable
+from tdx_boot_attest.server.settings import Settings
 
 # A query that never ends by itself: only an interrupt stops it.
 ENDLESS = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT max(i) FROM n"
@@ -117,7 +117,7 @@ def test_other_errors_are_not_unavailability(error: Exception) -> None:
     ],
 )
 def test_limits_must_be_positive(name: str) -> None:
-    from server.errors import ConfigurationError
+    from tdx_boot_attest.server.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match=name):
         Settings.load(environ={f"TDX_ATTEST_{name.upper()}": "0"})

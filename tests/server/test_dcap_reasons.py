@@ -15,12 +15,12 @@ from pathlib import Path
 import dcap_qvl
 import pytest
 
-from agent.protocol import Reason
-from server.dcap import reason_for, verify_dcap
-from server.errors import ServerError
-from tdxsim import collateral as sim_collateral
-from tdxsim.profile import Profile
-from tdxsim.state import SimState
+from tdx_boot_attest.agent.protocol import Reason
+from tdx_boot_attest.server.dcap import reason_for, verify_dcap
+from tdx_boot_attest.server.errors import ServerError
+from tdx_boot_attest.tdxsim import collateral as sim_collateral
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import SimState
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 REPORT_DATA = bytes(range(64))

@@ -7,11 +7,11 @@ import json
 import pytest
 from sqlalchemy import select
 
-from server.auth.tokens import token_digest
-from server.cli import main
-from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.db.fleet import MinerToken
-from server.fleet.miners import DatabaseMiners
+from tdx_boot_attest.server.auth.tokens import token_digest
+from tdx_boot_attest.server.cli import main
+from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
+from tdx_boot_attest.server.db.fleet import MinerToken
+from tdx_boot_attest.server.fleet.miners import DatabaseMiners
 from tests.support.fleet_env import FleetEnv
 from tests.support.miner_keys import MinerKey
 

@@ -10,11 +10,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-import server.db.fleet
-import server.db.models
-from server.db.base import Base
-from server.db.engine import make_engine
-from server.db.migrate import alembic_config
+from tdx_boot_attest.server.db import fleet as fleet_models
+from tdx_boot_attest.server.db import models as boot_models  # noqa: F401 - registers the boot tables
+from tdx_boot_attest.server.db.base import Base
+from tdx_boot_attest.server.db.engine import make_engine
+from tdx_boot_attest.server.db.migrate import alembic_config
 
 FLEET_TABLES = {
     "miners",
@@ -35,7 +35,7 @@ def tables(url: str) -> set[str]:
 
 
 def test_migrated_schema_matches_the_models(database_url: str) -> None:
-    assert server.db.fleet.Server.__tablename__ == "servers"
+    assert fleet_models.Server.__tablename__ == "servers"
     engine = make_engine(database_url, pool_size=1)
     try:
         with engine.connect() as conn:

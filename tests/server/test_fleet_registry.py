@@ -6,9 +6,9 @@ import json
 
 from sqlalchemy import select
 
-from server.db.engine import session_scope
-from server.db.fleet import RuntimeAttestation, ServerGpu
-from server.db.models import Nonce
+from tdx_boot_attest.server.db.engine import session_scope
+from tdx_boot_attest.server.db.fleet import RuntimeAttestation, ServerGpu
+from tdx_boot_attest.server.db.models import Nonce
 from tests.conftest import REPO_ROOT
 from tests.support.fleet_env import (
     HOST_IP,

@@ -13,10 +13,10 @@ import pytest
 from httpx import Response
 from sqlalchemy import select
 
-from server.db.engine import session_scope
-from server.db.fleet import RuntimeAttestation
-from server.images import Profile as ImageProfile
-from server.images import ReferenceEvents, add_image, retire_image
+from tdx_boot_attest.server.db.engine import session_scope
+from tdx_boot_attest.server.db.fleet import RuntimeAttestation
+from tdx_boot_attest.server.images import Profile as ImageProfile
+from tdx_boot_attest.server.images import ReferenceEvents, add_image, retire_image
 from tests.support.eventlogs import Components, direct_boot_events, direct_boot_log, profile_for
 from tests.support.fleet_env import IMAGE_NAME, FleetEnv, decoded
 from tests.support.fleet_fixtures import FleetFactory
@@ -193,7 +193,7 @@ def test_server_without_boot_image_cannot_attest_unbound_either(make_fleet: Flee
 
 
 def test_any_runtime_register_is_not_checked(make_fleet: FleetFactory) -> None:
-    from server.db.models import Image
+    from tdx_boot_attest.server.db.models import Image
 
     env = make_fleet()
     with session_scope(env.ctx.sessions) as session:

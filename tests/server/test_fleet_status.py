@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from server.fleet.status import AttestationFacts, decide_status
+from tdx_boot_attest.server.fleet.status import AttestationFacts, decide_status
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from httpx import Response
 from sqlalchemy import select
 
-from agent.protocol import Kem, boot_report_data, runtime_signature_message
-from server.db.engine import session_scope
-from server.db.fleet import RuntimeAttestation, Server
-from server.db.models import BootAttestation
+from tdx_boot_attest.agent.protocol import Kem, boot_report_data, runtime_signature_message
+from tdx_boot_attest.server.db.engine import session_scope
+from tdx_boot_attest.server.db.fleet import RuntimeAttestation, Server
+from tdx_boot_attest.server.db.models import BootAttestation
 from tests.support.fleet_env import HOST_IP, FleetEnv, decoded, new_identity
 from tests.support.fleet_fixtures import FleetFactory
 from tests.support.miner_keys import MinerKey

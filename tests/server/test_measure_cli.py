@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.eventlog import parse_event_log
-from agent.measurement.manifest import Manifest
-from agent.measurement.platform import PlatformProfile
-from server.cli import main
-from tdxsim.profile import Profile
-from tdxsim.state import SimState
+from tdx_boot_attest.agent.eventlog import parse_event_log
+from tdx_boot_attest.agent.measurement.manifest import Manifest
+from tdx_boot_attest.agent.measurement.platform import PlatformProfile
+from tdx_boot_attest.server.cli import main
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.agent.measurement.builders import ASSETS, bzimage
 
 INITRD_LOG = ASSETS / "qemu-direct-boot-initrd.ccel"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import command
 
-from server.db.engine import make_engine
-from server.db.migrate import alembic_config
+from tdx_boot_attest.server.db.engine import make_engine
+from tdx_boot_attest.server.db.migrate import alembic_config
 
 NEW_TABLES = {"spent_nonces", "server_secrets"}
 

@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.db.models import BootAttestation, Nonce, SpentNonce
-from server.errors import NonceRejected
-from server.nonces import PURGE_GRACE, consume_nonce, issue_nonce, purge_nonces
-from tdxsim.state import SimState
+from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
+from tdx_boot_attest.server.db.models import BootAttestation, Nonce, SpentNonce
+from tdx_boot_attest.server.errors import NonceRejected
+from tdx_boot_attest.server.nonces import PURGE_GRACE, consume_nonce, issue_nonce, purge_nonces
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, expected_report_data, get_nonce, post_quote
 from tests.support.live_server import live_server
 

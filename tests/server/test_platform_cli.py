@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.eventlog import encode_event_log
-from agent.measurement.manifest import Manifest
-from server.cli import main
-from tdxsim.profile import Profile
-from tdxsim.state import SimState
+from tdx_boot_attest.agent.eventlog import encode_event_log
+from tdx_boot_attest.agent.measurement.manifest import Manifest
+from tdx_boot_attest.server.cli import main
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.agent.measurement.builders import ASSETS, bzimage
 from tests.server.test_measure_cli import reference_quote
 from tests.support.sim_server import sim_server

@@ -16,12 +16,16 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from server.errors import AttestationRefused, ConfigurationError
-from server.platform_policy import MaskedValue, PlatformPolicy, check_platform_policy
-from server.quote import parse_td_quote
-from server.settings import Settings
-from tdxsim.profile import Profile
-from tdxsim.state import SimState
+from tdx_boot_attest.server.errors import AttestationRefused, ConfigurationError
+from tdx_boot_attest.server.platform_policy import (
+    MaskedValue,
+    PlatformPolicy,
+    check_platform_policy,
+)
+from tdx_boot_attest.server.quote import parse_td_quote
+from tdx_boot_attest.server.settings import Settings
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.conftest import REPO_ROOT
 from tests.support.fleet_env import FleetEnv, decoded
 from tests.support.fleet_fixtures import FleetFactory

@@ -11,16 +11,16 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from server.app import create_app
-from server.collateral import parse_collateral
-from server.collateral_cache import import_collateral
-from server.context import load_trust_root
-from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.db.models import BootAttestation, Nonce
-from server.dcap import verify_dcap
-from server.images import profile_from_quote, read_quote_file
-from server.sealing import generate_master_key_file
-from server.settings import Settings
+from tdx_boot_attest.server.app import create_app
+from tdx_boot_attest.server.collateral import parse_collateral
+from tdx_boot_attest.server.collateral_cache import import_collateral
+from tdx_boot_attest.server.context import load_trust_root
+from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
+from tdx_boot_attest.server.db.models import BootAttestation, Nonce
+from tdx_boot_attest.server.dcap import verify_dcap
+from tdx_boot_attest.server.images import profile_from_quote, read_quote_file
+from tdx_boot_attest.server.sealing import generate_master_key_file
+from tdx_boot_attest.server.settings import Settings
 from tests.support.sim_server import FrozenClock, register_image
 from tests.support.uvicorn_thread import serve_in_thread
 

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from server.app import create_app
-from server.errors import ConfigurationError
-from server.sealing import (
+from tdx_boot_attest.server.app import create_app
+from tdx_boot_attest.server.errors import ConfigurationError
+from tdx_boot_attest.server.sealing import (
     MasterKey,
     SealError,
     generate_master_key_file,
     load_master_key,
 )
-from server.settings import Settings
+from tdx_boot_attest.server.settings import Settings
 
 
 def test_defaults() -> None:

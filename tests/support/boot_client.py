@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from agent.protocol import (
+from tdx_boot_attest.agent.protocol import (
     BOOT_ATTESTATION_PATH,
     NONCE_HEADER,
     NONCE_PATH,

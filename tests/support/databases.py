@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from server.db.migrate import upgrade
+from tdx_boot_attest.server.db.migrate import upgrade
 
 PG_ADMIN_URL = os.environ.get(
     "TDX_ATTEST_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

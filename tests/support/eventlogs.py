@@ -11,9 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.eventlog import Event, replay
-from tdxsim.measured_boot import DEFAULT_PLATFORM, BootSpec, Component, SimulatedBoot, simulate
-from tdxsim.profile import Profile
+from tdx_boot_attest.agent.eventlog import Event, replay
+from tdx_boot_attest.tdxsim.measured_boot import (
+    DEFAULT_PLATFORM,
+    BootSpec,
+    Component,
+    SimulatedBoot,
+    simulate,
+)
+from tdx_boot_attest.tdxsim.profile import Profile
 
 
 @dataclass(frozen=True)

@@ -21,22 +21,22 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from agent.identity import Identity
-from agent.protocol import (
+from tdx_boot_attest.agent.identity import Identity
+from tdx_boot_attest.agent.protocol import (
     Kem,
     boot_report_data,
     runtime_report_data,
     runtime_signature_message,
 )
-from server.app import create_app
-from server.context import ServerContext
-from server.db.engine import session_scope
-from server.fleet.miners import add_miner, issue_token
-from server.images import Profile as ImageProfile
-from server.images import add_image
-from server.settings import Settings
-from tdxsim.profile import Profile as SimProfile
-from tdxsim.state import SimState
+from tdx_boot_attest.server.app import create_app
+from tdx_boot_attest.server.context import ServerContext
+from tdx_boot_attest.server.db.engine import session_scope
+from tdx_boot_attest.server.fleet.miners import add_miner, issue_token
+from tdx_boot_attest.server.images import Profile as ImageProfile
+from tdx_boot_attest.server.images import add_image
+from tdx_boot_attest.server.settings import Settings
+from tdx_boot_attest.tdxsim.profile import Profile as SimProfile
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.miner_keys import MinerKey, json_body
 from tests.support.sim_server import new_passphrase
 

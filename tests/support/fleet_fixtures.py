@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.fleet_env import FleetEnv, make_fleet_env
 from tests.support.miner_keys import MinerKey
 

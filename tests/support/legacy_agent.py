@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from agent.protocol import Kem, hpke_suite, key_release_info
-from agent.tsm import TsmQuoteProvider
+from tdx_boot_attest.agent.protocol import Kem, hpke_suite, key_release_info
+from tdx_boot_attest.agent.tsm import TsmQuoteProvider
 from tests.support.miner_keys import MinerKey
 
 

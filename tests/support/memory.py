@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.identity import IdentityUnavailable, check_in_memory
+from tdx_boot_attest.agent.identity import IdentityUnavailable, check_in_memory
 
 SHM = Path("/dev/shm")
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import sr25519
 
-from agent.protocol import SIGNATURE_SCOPE_HEADER, SignatureScope
-from server.auth.hotkey import hotkey_address
-from server.auth.signing import sign_message, signing_message
+from tdx_boot_attest.agent.protocol import SIGNATURE_SCOPE_HEADER, SignatureScope
+from tdx_boot_attest.server.auth.hotkey import hotkey_address
+from tdx_boot_attest.server.auth.signing import sign_message, signing_message
 
 
 @dataclass(frozen=True)

@@ -13,16 +13,16 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from server.app import create_app
-from server.collateral import CollateralFetcher
-from server.collateral_cache import import_collateral
-from server.db.engine import make_engine, make_sessionmaker, session_scope
-from server.images import ReferenceEvents, add_image, profile_from_quote
-from server.quote import parse_td_quote
-from server.sealing import generate_master_key_file, load_master_key
-from server.settings import Settings
-from tdxsim.profile import Profile
-from tdxsim.state import SimState
+from tdx_boot_attest.server.app import create_app
+from tdx_boot_attest.server.collateral import CollateralFetcher
+from tdx_boot_attest.server.collateral_cache import import_collateral
+from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
+from tdx_boot_attest.server.images import ReferenceEvents, add_image, profile_from_quote
+from tdx_boot_attest.server.quote import parse_td_quote
+from tdx_boot_attest.server.sealing import generate_master_key_file, load_master_key
+from tdx_boot_attest.server.settings import Settings
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, expected_report_data, get_nonce, post_quote
 from tests.support.uvicorn_thread import serve_in_thread
 

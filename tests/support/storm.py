@@ -21,8 +21,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tdxsim.profile import Profile
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, expected_report_data
 
 # An answer later than this counts as lost (no agent waits longer for one request).

@@ -18,8 +18,8 @@ from cryptography.x509.oid import NameOID
 
 def build() -> object:
     """The server application with settings from the environment (uvicorn factory)."""
-    from server.app import create_app
-    from server.settings import Settings
+    from tdx_boot_attest.server.app import create_app
+    from tdx_boot_attest.server.settings import Settings
 
     return create_app(Settings.load())
 

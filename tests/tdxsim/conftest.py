@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.state import SimState
 
 # Every simulated state in these tests is made "now" = FIXED_NOW, so results never depend
 # on the wall clock.

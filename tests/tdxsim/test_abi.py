@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tdxsim import abi
-from tdxsim.errors import NotTdxError, QuoteFormatError, QuoteVersionError
-from tdxsim.profile import Profile
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim import abi
+from tdx_boot_attest.tdxsim.errors import NotTdxError, QuoteFormatError, QuoteVersionError
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.tdxsim.conftest import REPORT_DATA
 
 PROFILE = Profile.default().replace(

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tdxsim import abi, tcb
-from tdxsim.cli import main
-from tdxsim.measured_boot import Component
-from tdxsim.profile import Profile
-from tdxsim.state import SimState
-from tdxsim.synthetic import synthetic_kernel
+from tdx_boot_attest.tdxsim import abi, tcb
+from tdx_boot_attest.tdxsim.cli import main
+from tdx_boot_attest.tdxsim.measured_boot import Component
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.synthetic import synthetic_kernel
 from tests.support.dcap import refusal, verify
 
 REPORT_HEX = "5a" * 64
@@ -160,9 +160,9 @@ def test_profile_new_refuses_a_base_without_components(
 def test_profile_inputs_measure_to_the_same_registers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from agent.measurement.manifest import compute_manifest
-    from agent.measurement.memory import parse_memory_size
-    from agent.measurement.platform import PlatformProfile
+    from tdx_boot_attest.agent.measurement.manifest import compute_manifest
+    from tdx_boot_attest.agent.measurement.memory import parse_memory_size
+    from tdx_boot_attest.agent.measurement.platform import PlatformProfile
 
     assert main(["profile", "inputs", "other", "--out-dir", str(tmp_path)]) == 0
 
@@ -343,7 +343,7 @@ def test_console_script_init_and_quote(tmp_path: Path) -> None:
 
 def test_python_dash_m_runs_the_same_cli(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tdxsim", "profile", "show", "other"],
+        [sys.executable, "-m", "tdx_boot_attest.tdxsim", "profile", "show", "other"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
@@ -381,7 +381,7 @@ def test_optional_subcommands_absent_or_broken(
 ) -> None:
     import argparse
 
-    from tdxsim.cli import _register_optional
+    from tdx_boot_attest.tdxsim.cli import _register_optional
 
     (tmp_path / "broken_sim_plugin.py").write_text("import no_such_dependency_xyz\n")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from tdxsim import collateral, tcb
-from tdxsim.errors import CollateralError
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim import collateral, tcb
+from tdx_boot_attest.tdxsim.errors import CollateralError
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.dcap import verify
 from tests.tdxsim.conftest import FIXED_NOW
 
@@ -159,7 +159,7 @@ def test_naive_and_offset_times_are_read_as_utc() -> None:
 def test_init_refuses_bad_parameters_before_writing(tmp_path: object) -> None:
     from pathlib import Path
 
-    from tdxsim.errors import PkiError
+    from tdx_boot_attest.tdxsim.errors import PkiError
 
     target = Path(str(tmp_path)) / "bad"
     with pytest.raises(CollateralError, match="unknown platform TCB"):

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from agent.eventlog import (
+from tdx_boot_attest.agent.eventlog import (
     EV_EFI_BOOT_SERVICES_APPLICATION,
     Event,
     linux_tag,
     parse_event_log,
     replay,
 )
-from agent.measurement.manifest import compute_manifest
-from agent.measurement.platform import capture_platform
-from tdxsim.errors import MeasuredBootError, ProfileError
-from tdxsim.measured_boot import (
+from tdx_boot_attest.agent.measurement.manifest import compute_manifest
+from tdx_boot_attest.agent.measurement.platform import capture_platform
+from tdx_boot_attest.tdxsim.errors import MeasuredBootError, ProfileError
+from tdx_boot_attest.tdxsim.measured_boot import (
     CCEL_AREA_BYTES,
     DEFAULT_PLATFORM,
     SIMULATED_MRTD,
@@ -36,8 +36,8 @@ from tdxsim.measured_boot import (
     from_manifest,
     simulate,
 )
-from tdxsim.profile import Profile
-from tdxsim.synthetic import synthetic_initrd, synthetic_kernel
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.synthetic import synthetic_initrd, synthetic_kernel
 
 REAL_LOG = (
     Path(__file__).resolve().parents[1] / "assets" / "eventlog" / ("qemu-direct-boot-initrd.ccel")
@@ -68,7 +68,9 @@ def test_the_builtin_platform_is_what_capture_gives_from_the_real_log() -> None:
         rtmrs=replay(parse_event_log(log).events),
         event_log=log,
     )
-    shipped = resources.files("tdxsim").joinpath("platforms", f"{DEFAULT_PLATFORM}.json")
+    shipped = resources.files("tdx_boot_attest.tdxsim").joinpath(
+        "platforms", f"{DEFAULT_PLATFORM}.json"
+    )
 
     assert json.loads(shipped.read_text(encoding="utf-8")) == captured.to_json()
     assert builtin_platform(DEFAULT_PLATFORM) == captured

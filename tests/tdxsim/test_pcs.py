@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tdxsim.pcs import PcsCollateral, PcsError, PcsServer, _route
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.pcs import PcsCollateral, PcsError, PcsServer, _route
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.tdxsim.conftest import FIXED_NOW_SECS, REPORT_DATA, fixed_clock
 
 TCB = "/tdx/certification/v4/tcb"

@@ -13,10 +13,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tdxsim import der, sgx_extension, tcb
-from tdxsim.errors import PkiError
-from tdxsim.pki import Pki
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim import der, sgx_extension, tcb
+from tdx_boot_attest.tdxsim.errors import PkiError
+from tdx_boot_attest.tdxsim.pki import Pki
+from tdx_boot_attest.tdxsim.state import SimState
 
 FMSPC = bytes.fromhex("00806F050000")
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.eventlog import parse_event_log
-from tdxsim.errors import MeasuredBootError, ProfileError
-from tdxsim.measured_boot import SIMULATED_MRTD, Component, simulate
-from tdxsim.profile import PROFILE_FORMAT, PROFILE_VERSION, Profile
-from tdxsim.synthetic import synthetic_kernel
+from tdx_boot_attest.agent.eventlog import parse_event_log
+from tdx_boot_attest.tdxsim.errors import MeasuredBootError, ProfileError
+from tdx_boot_attest.tdxsim.measured_boot import SIMULATED_MRTD, Component, simulate
+from tdx_boot_attest.tdxsim.profile import PROFILE_FORMAT, PROFILE_VERSION, Profile
+from tdx_boot_attest.tdxsim.synthetic import synthetic_kernel
 
 
 def test_builtin_profiles_boot_and_differ_in_rtmr1() -> None:

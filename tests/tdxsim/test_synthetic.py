@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.measurement.linux_boot import (
+from tdx_boot_attest.agent.measurement.linux_boot import (
     XLF_CAN_BE_LOADED_ABOVE_4G,
     qemu_patched_kernel,
     read_setup_header,
 )
-from agent.measurement.pe import authenticode_digest, read_layout
-from tdxsim.errors import ProfileError
-from tdxsim.synthetic import (
+from tdx_boot_attest.agent.measurement.pe import authenticode_digest, read_layout
+from tdx_boot_attest.tdxsim.errors import ProfileError
+from tdx_boot_attest.tdxsim.synthetic import (
     INITRD_BYTES,
     INITRD_FILE_NAME,
     KERNEL_BYTES,

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Iterator
 
 import pytest
 
-from tdxsim import abi
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim import abi
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.dcap import refusal, verify
 from tests.tdxsim.conftest import FIXED_NOW_SECS, REPORT_DATA
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tdxsim.cli import main
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.cli import main
+from tdx_boot_attest.tdxsim.state import SimState
 
 
 def test_a_bad_fault_flag_is_a_usage_error(

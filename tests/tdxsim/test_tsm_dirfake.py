@@ -9,11 +9,11 @@ from pathlib import Path
 import dcap_qvl
 import pytest
 
-from tdxsim.profile import Profile
-from tdxsim.state import SimState
-from tdxsim.tsm.device import EVENT_LOG_FILE
-from tdxsim.tsm.dirfake import DirFake
-from tdxsim.tsm.model import TsmModel
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.tsm.device import EVENT_LOG_FILE
+from tdx_boot_attest.tdxsim.tsm.dirfake import DirFake
+from tdx_boot_attest.tdxsim.tsm.model import TsmModel
 
 REPORT_DATA = b"\x42" * 64
 

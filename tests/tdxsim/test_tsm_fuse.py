@@ -16,9 +16,9 @@ from pathlib import Path
 import dcap_qvl
 import pytest
 
-from tdxsim.profile import Profile
-from tdxsim.state import SimState
-from tdxsim.tsm.device import EVENT_LOG_FILE
+from tdx_boot_attest.tdxsim.profile import Profile
+from tdx_boot_attest.tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.tsm.device import EVENT_LOG_FILE
 from tests.support.tsm_mount import CONTROL_FILE, arm_fault, is_mounted, mounted_tsm
 from tests.tdxsim.conftest import FIXED_NOW_SECS
 
@@ -264,7 +264,7 @@ def test_cli_flags_arm_faults_and_sigterm_unmounts(shared_state: SimState, tmp_p
 def test_raw_registers_have_no_event_log_and_a_manifest_brings_one(
     shared_state: SimState, tmp_path: Path
 ) -> None:
-    from agent.tsm import OsFileOps, TsmQuoteProvider
+    from tdx_boot_attest.agent.tsm import OsFileOps, TsmQuoteProvider
 
     other = Profile.builtin("other")
     raw = tmp_path / "raw.json"
@@ -318,7 +318,7 @@ def test_two_shell_writers_each_count(mnt: Path) -> None:
 
 
 def test_the_agent_client_works_over_the_mount(mnt: Path, shared_state: SimState) -> None:
-    from agent.tsm import OsFileOps, TsmQuoteProvider
+    from tdx_boot_attest.agent.tsm import OsFileOps, TsmQuoteProvider
 
     arm_fault(mnt, "race")
     arm_fault(mnt, "outblob=EBUSY")

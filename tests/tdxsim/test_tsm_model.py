@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tdxsim.tsm.configfs import ConfigfsView
-from tdxsim.tsm.errors import TsmError
-from tdxsim.tsm.faults import FaultPlan, FaultSpecError
-from tdxsim.tsm.model import OUTBLOB_MAX, KernelAbi, TsmModel
+from tdx_boot_attest.tdxsim.tsm.configfs import ConfigfsView
+from tdx_boot_attest.tdxsim.tsm.errors import TsmError
+from tdx_boot_attest.tdxsim.tsm.faults import FaultPlan, FaultSpecError
+from tdx_boot_attest.tdxsim.tsm.model import OUTBLOB_MAX, KernelAbi, TsmModel
 
 REPORT_DATA = bytes(range(64))
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import dcap_qvl
 import pytest
 
-from tdxsim import abi
-from tdxsim.errors import NotTdxError
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim import abi
+from tdx_boot_attest.tdxsim.errors import NotTdxError
+from tdx_boot_attest.tdxsim.state import SimState
 
 TDX_WINDOW = (1750329147, 1752919235)
 OUTDATED_WINDOW = (1771412331, 1774003275)

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tdxsim import tcb
-from tdxsim.abi import parse_tdx_quote
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim import tcb
+from tdx_boot_attest.tdxsim.abi import parse_tdx_quote
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.dcap import refusal, verify
 from tests.tdxsim.conftest import FIXED_NOW, FIXED_NOW_SECS, REPORT_DATA
 
@@ -238,7 +238,7 @@ def test_custom_platform_tcb_picks_its_level(
 
 
 def test_profile_tee_tcb_svn_overrides_the_platform(shared_state: SimState) -> None:
-    from tdxsim.profile import Profile
+    from tdx_boot_attest.tdxsim.profile import Profile
 
     profile = Profile.default().replace(tee_tcb_svn=_svns(6, 1, 2).hex())
     quote = shared_state.make_quote(REPORT_DATA, profile)

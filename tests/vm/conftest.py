@@ -23,8 +23,14 @@ from typing import NamedTuple
 
 import pytest
 
-from tdxsim.measured_boot import DEFAULT_PLATFORM, BootSpec, Component, builtin_platform, simulate
-from tdxsim.state import SimState
+from tdx_boot_attest.tdxsim.measured_boot import (
+    DEFAULT_PLATFORM,
+    BootSpec,
+    Component,
+    builtin_platform,
+    simulate,
+)
+from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.live_server import LiveServer, simulator_server
 from tests.vm import images, qemu
 

@@ -143,13 +143,14 @@ def stage_simulator(lib: Path) -> Path:
     """Copy tdxsim and mfusepy (pure Python) into ``lib`` for the test initramfs."""
     import mfusepy
 
-    lib.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(
-        REPO_ROOT / "tdxsim", lib / "tdxsim", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    # The simulator installs as tdx_boot_attest.tdxsim; the namespace package is shared
+    # with the agent's venv in the guest.
+    package = lib / "tdx_boot_attest" / "tdxsim"
+    package.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO_ROOT / "tdxsim", package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(str(mfusepy.__file__), lib / "mfusepy.py")
     # Bytecode for the guest's interpreter: compiling at import is slow under emulation.
-    run([str(IMAGE_PYTHON), "-m", "compileall", "-q", str(lib / "tdxsim")])
+    run([str(IMAGE_PYTHON), "-m", "compileall", "-q", str(package)])
     return lib
 
 

@@ -38,8 +38,8 @@ def test_product_image_carries_the_agent_and_nothing_of_the_simulator(
         "opt/tdx-boot-attest/bin/tdx-boot-agent",
         "opt/tdx-boot-attest/bin/python",
         "opt/tdx-boot-attest/pyvenv.cfg",
-        "opt/tdx-boot-attest/lib/python3.11/site-packages/agent/cli.py",
-        "opt/tdx-boot-attest/lib/python3.11/site-packages/agent/identity.py",
+        "opt/tdx-boot-attest/lib/python3.11/site-packages/tdx_boot_attest/agent/cli.py",
+        "opt/tdx-boot-attest/lib/python3.11/site-packages/tdx_boot_attest/agent/identity.py",
         "opt/tdx-boot-attest/lib/python3.11/site-packages/cryptography/hazmat/primitives/"
         "asymmetric/ed25519.py",
         "opt/tdx-boot-attest/lib/python3.11/site-packages/cryptography/__init__.py",
@@ -57,7 +57,7 @@ def test_product_image_carries_the_agent_and_nothing_of_the_simulator(
     assert any("libffi.so" in p for p in paths), "libffi (for _ctypes) is missing"
     assert not any("tdxsim" in p for p in paths), "test glue leaked into the product image"
     assert not any(p.startswith("tmp/") for p in paths), "staging paths leaked into the image"
-    for tooling in ("pip", "setuptools", "server"):
+    for tooling in ("pip", "setuptools", "tdx_boot_attest/server"):
         site = f"opt/tdx-boot-attest/lib/python3.11/site-packages/{tooling}/__init__.py"
         assert site not in paths, f"{tooling} should not be in the image"
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.eventlog import (
+from tdx_boot_attest.agent.eventlog import (
     EV_EFI_ACTION,
     EV_EFI_BOOT_SERVICES_APPLICATION,
     EV_EVENT_TAG,
@@ -36,12 +36,16 @@ from agent.eventlog import (
     Event,
     parse_event_log,
 )
-from agent.measurement.efi import ACTION_CALLING_EFI_APPLICATION, efi_action_event, separator_event
-from agent.measurement.linux_boot import INITRD_MAX_HEADER, qemu_patched_kernel
-from agent.measurement.manifest import Manifest, compute_manifest
-from agent.measurement.memory import MIB, q35_below_4g
-from agent.measurement.pe import authenticode_digest
-from agent.measurement.platform import PlatformProfile, QemuLoader, capture_platform
+from tdx_boot_attest.agent.measurement.efi import (
+    ACTION_CALLING_EFI_APPLICATION,
+    efi_action_event,
+    separator_event,
+)
+from tdx_boot_attest.agent.measurement.linux_boot import INITRD_MAX_HEADER, qemu_patched_kernel
+from tdx_boot_attest.agent.measurement.manifest import Manifest, compute_manifest
+from tdx_boot_attest.agent.measurement.memory import MIB, q35_below_4g
+from tdx_boot_attest.agent.measurement.pe import authenticode_digest
+from tdx_boot_attest.agent.measurement.platform import PlatformProfile, QemuLoader, capture_platform
 from tests.agent.measurement.builders import ASSETS
 from tests.vm import images
 from tests.vm.measured_boot import (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from server.db.base import UtcDateTime
+from tdx_boot_attest.server.db.base import UtcDateTime
 
 revision = "0004_platforms"
 down_revision = "0003_event_log"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from server.db.base import UtcDateTime
+from tdx_boot_attest.server.db.base import UtcDateTime
 
 revision = "0006_stateless_nonces"
 down_revision = "0005_identity_binding"

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Final
 
-from agent.measurement.tdvf import TABLE_FOOTER_GUID, TDX_METADATA_OFFSET_GUID
+from tdx_boot_attest.agent.measurement.tdvf import TABLE_FOOTER_GUID, TDX_METADATA_OFFSET_GUID
 
 ASSETS: Final = Path(__file__).resolve().parents[2] / "assets" / "eventlog"
 SETUP_SECTS: Final = 3

@@ -19,16 +19,20 @@ def _modules_after(statement: str) -> set[str]:
 
 
 def test_the_agent_boot_path_does_not_import_the_calculator() -> None:
-    loaded = _modules_after("import agent.cli, agent.boot")
-    assert not {m for m in loaded if m.startswith("agent.measurement")}
+    loaded = _modules_after("import tdx_boot_attest.agent.cli, tdx_boot_attest.agent.boot")
+    assert not {m for m in loaded if m.startswith("tdx_boot_attest.agent.measurement")}
 
 
 def test_the_calculator_imports_only_the_stdlib_and_the_agents_pure_modules() -> None:
-    loaded = _modules_after("import agent.measurement.manifest, agent.measurement.tdvf")
-    ours = {m.split(".")[0] for m in loaded} & {"server", "tdxsim", "requests", "cryptography"}
-    assert not ours
-    agent_modules = {m for m in loaded if m.startswith("agent.") and m != "agent.measurement"}
-    assert {m for m in agent_modules if not m.startswith("agent.measurement.")} <= {
-        "agent.eventlog",
-        "agent.protocol",
+    loaded = _modules_after(
+        "import tdx_boot_attest.agent.measurement.manifest, tdx_boot_attest.agent.measurement.tdvf"
+    )
+    project = {".".join(m.split(".")[:2]) for m in loaded if m.startswith("tdx_boot_attest.")}
+    assert not project & {"tdx_boot_attest.server", "tdx_boot_attest.tdxsim"}
+    assert not {m.split(".")[0] for m in loaded} & {"requests", "cryptography"}
+    prefix = "tdx_boot_attest.agent."
+    agent_modules = {m for m in loaded if m.startswith(prefix) and m != prefix + "measurement"}
+    assert {m for m in agent_modules if not m.startswith(prefix + "measurement.")} <= {
+        "tdx_boot_attest.agent.eventlog",
+        "tdx_boot_attest.agent.protocol",
     }

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.measurement.errors import SetupHeaderError
-from agent.measurement.linux_boot import (
+from tdx_boot_attest.agent.measurement.errors import SetupHeaderError
+from tdx_boot_attest.agent.measurement.linux_boot import (
     INITRD_MAX_ABOVE_4G_FLAG,
     INITRD_MAX_HEADER,
     initrd_address,

@@ -9,20 +9,20 @@ from typing import Any
 
 import pytest
 
-from agent.eventlog import EV_EFI_BOOT_SERVICES_APPLICATION, parse_event_log, replay
-from agent.measurement.efi import load_options
-from agent.measurement.errors import (
+from tdx_boot_attest.agent.eventlog import EV_EFI_BOOT_SERVICES_APPLICATION, parse_event_log, replay
+from tdx_boot_attest.agent.measurement.efi import load_options
+from tdx_boot_attest.agent.measurement.errors import (
     ManifestError,
     MeasurementError,
     PeFormatError,
     PlatformProfileError,
     SetupHeaderError,
 )
-from agent.measurement.linux_boot import INITRD_MAX_HEADER, qemu_patched_kernel
-from agent.measurement.manifest import MANIFEST_VERSION, Manifest, compute_manifest
-from agent.measurement.memory import GIB, MIB
-from agent.measurement.pe import authenticode_digest
-from agent.measurement.platform import QemuLoader, capture_platform
+from tdx_boot_attest.agent.measurement.linux_boot import INITRD_MAX_HEADER, qemu_patched_kernel
+from tdx_boot_attest.agent.measurement.manifest import MANIFEST_VERSION, Manifest, compute_manifest
+from tdx_boot_attest.agent.measurement.memory import GIB, MIB
+from tdx_boot_attest.agent.measurement.pe import authenticode_digest
+from tdx_boot_attest.agent.measurement.platform import QemuLoader, capture_platform
 from tests.agent.measurement.builders import ASSETS, bzimage
 
 INITRD_LOG = (ASSETS / "qemu-direct-boot-initrd.ccel").read_bytes()

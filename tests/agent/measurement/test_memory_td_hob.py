@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.eventlog import parse_event_log
-from agent.measurement.errors import MemorySizeError, PlatformProfileError
-from agent.measurement.memory import (
+from tdx_boot_attest.agent.eventlog import parse_event_log
+from tdx_boot_attest.agent.measurement.errors import MemorySizeError, PlatformProfileError
+from tdx_boot_attest.agent.measurement.memory import (
     GIB,
     MIB,
     format_memory_size,
@@ -15,7 +15,12 @@ from agent.measurement.memory import (
     q35_hole64_class,
     q35_ram_ranges,
 )
-from agent.measurement.td_hob import EDK2_OVMF_LAYOUT, TdHobLayout, ram_entries, td_hob_digest
+from tdx_boot_attest.agent.measurement.td_hob import (
+    EDK2_OVMF_LAYOUT,
+    TdHobLayout,
+    ram_entries,
+    td_hob_digest,
+)
 from tests.agent.measurement.builders import ASSETS
 
 

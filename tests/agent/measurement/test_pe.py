@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.measurement.errors import MeasurementError, PeFormatError
-from agent.measurement.pe import authenticode_digest, read_layout
+from tdx_boot_attest.agent.measurement.errors import MeasurementError, PeFormatError
+from tdx_boot_attest.agent.measurement.pe import authenticode_digest, read_layout
 from tests.agent.measurement.builders import OPTIONAL_HEADER_BYTES, PE_OFFSET, bzimage
 
 OPTIONAL = PE_OFFSET + 24

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from agent.measurement.pe import authenticode_digest
+from tdx_boot_attest.agent.measurement.pe import authenticode_digest
 from tests.vm.images import VmSetupError, find_kernel
 
 

@@ -7,14 +7,19 @@ from typing import Any
 
 import pytest
 
-from agent.eventlog import EV_EFI_ACTION, computed_event, encode_event_log, parse_event_log
-from agent.measurement.errors import (
+from tdx_boot_attest.agent.eventlog import (
+    EV_EFI_ACTION,
+    computed_event,
+    encode_event_log,
+    parse_event_log,
+)
+from tdx_boot_attest.agent.measurement.errors import (
     PlatformProfileError,
     ReferenceMismatchError,
     UnsupportedBootError,
 )
-from agent.measurement.memory import GIB, MIB
-from agent.measurement.platform import (
+from tdx_boot_attest.agent.measurement.memory import GIB, MIB
+from tdx_boot_attest.agent.measurement.platform import (
     PROFILE_VERSION,
     ROLE_FIRMWARE,
     ROLE_KERNEL,
@@ -24,7 +29,7 @@ from agent.measurement.platform import (
     QemuLoader,
     capture_platform,
 )
-from agent.measurement.tdvf import PAGE_ORDER_PER_PAGE, compute_mrtd
+from tdx_boot_attest.agent.measurement.tdvf import PAGE_ORDER_PER_PAGE, compute_mrtd
 from tests.agent.measurement.builders import ASSETS, tdvf_firmware
 
 INITRD_LOG = (ASSETS / "qemu-direct-boot-initrd.ccel").read_bytes()

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.measurement.errors import FirmwareFormatError
-from agent.measurement.td_hob import EDK2_OVMF_LAYOUT
-from agent.measurement.tdvf import (
+from tdx_boot_attest.agent.measurement.errors import FirmwareFormatError
+from tdx_boot_attest.agent.measurement.td_hob import EDK2_OVMF_LAYOUT
+from tdx_boot_attest.agent.measurement.tdvf import (
     PAGE_ORDER_PER_PAGE,
     PAGE_ORDER_PER_SECTION,
     compute_mrtd,

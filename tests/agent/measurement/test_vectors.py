@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.eventlog import (
+from tdx_boot_attest.agent.eventlog import (
     EV_EFI_ACTION,
     EV_EFI_HANDOFF_TABLES2,
     EV_EFI_VARIABLE_AUTHORITY,
@@ -27,7 +27,7 @@ from agent.eventlog import (
     parse_variable,
     replay,
 )
-from agent.measurement.efi import (
+from tdx_boot_attest.agent.measurement.efi import (
     boot_variable_event,
     efi_action_event,
     initrd_event,
@@ -36,8 +36,8 @@ from agent.measurement.efi import (
     separator_event,
     variable_event,
 )
-from agent.measurement.memory import GIB
-from agent.measurement.td_hob import EDK2_OVMF_LAYOUT, td_hob_digest
+from tdx_boot_attest.agent.measurement.memory import GIB
+from tdx_boot_attest.agent.measurement.td_hob import EDK2_OVMF_LAYOUT, td_hob_digest
 from tests.agent.measurement.builders import ASSETS
 
 LOGS = {

@@ -2,7 +2,7 @@
 # Test-only initramfs-tools hook (never part of a product image): carries the TDX
 # simulator, which stands in for the TDX module and configfs-tsm inside the QEMU guest.
 # Inputs: TDX_BOOT_ATTEST_PREFIX (the staged agent venv, whose Python runs the
-# simulator), TDXSIM_TEST_LIB (a directory holding tdxsim/ and mfusepy.py) and
+# simulator), TDXSIM_TEST_LIB (a directory holding tdx_boot_attest/tdxsim/ and mfusepy.py) and
 # TDXSIM_TEST_STATE (the simulator state directory: its PKI signs the quotes).
 # TDX_VM_TEST_BUILD (optional) is written to /etc/tdx-vm-test-build: a rebuilt image
 # whose content differs from the first build.
@@ -34,8 +34,8 @@ list="$(mktemp)" || die "cannot create a temporary file"
 trap 'rm -f "$list"' EXIT
 "$prefix/bin/python" "$prefix/libexec/tdx_runtime_files.py" \
 	--venv "$prefix" --target /opt/tdx-boot-attest \
-	--entry tdxsim.cli --entry tdxsim.tsm.fuse --entry mfusepy \
-	--extra-path "$lib/tdxsim" --extra-path "$lib/mfusepy.py" \
+	--entry tdx_boot_attest.tdxsim.cli --entry tdx_boot_attest.tdxsim.tsm.fuse --entry mfusepy \
+	--extra-path "$lib/tdx_boot_attest" --extra-path "$lib/mfusepy.py" \
 	--extra-target /usr/lib/tdxsim-test --ctypes-lib libfuse3.so.3 \
 	--copy-into "$DESTDIR" >"$list" ||
 	die "cannot list the simulator's runtime files"

@@ -25,8 +25,8 @@ install() {
     list="$(mktemp)" || return 1
     "$prefix/bin/python" "$prefix/libexec/tdx_runtime_files.py" \
         --venv "$prefix" --target /opt/tdx-boot-attest \
-        --entry tdxsim.cli --entry tdxsim.tsm.fuse --entry mfusepy \
-        --extra-path "$lib/tdxsim" --extra-path "$lib/mfusepy.py" \
+        --entry tdx_boot_attest.tdxsim.cli --entry tdx_boot_attest.tdxsim.tsm.fuse --entry mfusepy \
+        --extra-path "$lib/tdx_boot_attest" --extra-path "$lib/mfusepy.py" \
         --extra-target /usr/lib/tdxsim-test --ctypes-lib libfuse3.so.3 \
         --with-libraries --copy-into "$initdir" >"$list" || failed="the simulator's file list"
     while [ -z "$failed" ] && IFS=$'\t' read -r kind src dst; do

@@ -19,9 +19,9 @@ else
 	what="profile $profile"
 fi
 mkdir -p /run/tdxsim
-PYTHONPATH=/usr/lib/tdxsim-test /opt/tdx-boot-attest/bin/python -m tdxsim.cli mount \
+PYTHONPATH=/usr/lib/tdxsim-test /opt/tdx-boot-attest/bin/python -m tdx_boot_attest.tdxsim.cli mount \
 	--state /etc/tdxsim-state \
-	--profile "/usr/lib/tdxsim-test/tdxsim/profiles/$profile.json" "$@" \
+	--profile "/usr/lib/tdxsim-test/tdx_boot_attest/tdxsim/profiles/$profile.json" "$@" \
 	/run/tdxsim >/dev/kmsg 2>&1 &
 pid=$!
 i=0
