@@ -335,16 +335,39 @@ def _kind(path: Path) -> str:
 def _stdlib_modules(entries: list[str], extra_paths: list[Path]) -> set[str]:
     search = [str(p.parent) for p in extra_paths] + sys.path
     finder = ModuleFinder(path=search)
+    _register_namespace_packages(finder, entries, search)
     for name in (*entries, *ALWAYS_STDLIB):
         try:
             finder.import_hook(name)
-        except (ImportError, SyntaxError, AttributeError):
-            # Optional imports of optional platforms, and namespace packages (such as
-            # tdx_boot_attest), which ModuleFinder cannot walk: the live run below decides.
-            continue
+        except (ImportError, SyntaxError):
+            continue  # optional imports of optional platforms; the live run below decides
+        except AttributeError as exc:
+            # ModuleFinder's symptom of a package it cannot load: a silent skip here would
+            # leave the lazily imported modules out of the image.
+            raise RuntimeFilesError(f"cannot walk the imports of {name}: {exc}") from None
     found = set(finder.modules)
     found |= _loaded_modules(entries, [str(p.parent) for p in extra_paths])
     return found
+
+
+def _register_namespace_packages(
+    finder: ModuleFinder, entries: list[str], search: list[str]
+) -> None:
+    """Tell ``finder`` where the namespace packages above ``entries`` live.
+
+    ModuleFinder cannot load a package without ``__init__.py`` (tdx_boot_attest is one):
+    it fails on the first import through it, and the agent's lazy imports (requests and
+    what requests needs from the stdlib) would then never be walked.
+    """
+    heads = {name.split(".")[0] for name in entries if "." in name}
+    for head in sorted(heads):
+        parts = [
+            str(Path(root) / head)
+            for root in search
+            if (Path(root) / head).is_dir() and not (Path(root) / head / "__init__.py").exists()
+        ]
+        if parts:
+            finder.add_module(head).__path__ = parts
 
 
 def _loaded_modules(entries: list[str], extra: list[str]) -> set[str]:
