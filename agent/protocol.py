@@ -107,6 +107,7 @@ class Reason(enum.StrEnum):
     MRSEAM_REJECTED = "mrseam_rejected"
     XFAM_REJECTED = "xfam_rejected"
     TEE_TCB_SVN_TOO_LOW = "tee_tcb_svn_too_low"
+    CONFIG_INVALID = "config_invalid"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import json
 import logging
 import os
+import socket
 import sys
 import traceback
 from collections.abc import Sequence
@@ -56,6 +58,10 @@ GC_YOUNG_THRESHOLD = 20_000
 SWITCH_INTERVAL_SECONDS = 0.05
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+MAX_PORT = 65535
+LISTEN_BACKLOG = 2048
+EXIT_BROKEN_PIPE = 141
+CONFIG_HELP = "TOML settings file (TDX_ATTEST_CONFIG); before or after the command"
 
 
 class CliError(Exception):
@@ -65,13 +71,13 @@ class CliError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand. Raises nothing."""
     parser = argparse.ArgumentParser(prog="tdx-attest-server", description=__doc__)
-    parser.add_argument("--config", type=Path, help="TOML settings file (TDX_ATTEST_CONFIG)")
+    parser.add_argument("--config", type=Path, help=CONFIG_HELP)
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=tcp_port, default=8000, help="1 to 65535")
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument(
         "--proxy-headers",
@@ -143,19 +149,57 @@ def build_parser() -> argparse.ArgumentParser:
     show_log.add_argument("--quote", type=Path, help="a quote file (raw, hex or base64)")
     show_log.add_argument("--json", action="store_true")
     add_miner_parser(commands)
+    _accept_config_after(parser)
     return parser
 
 
+def _accept_config_after(parser: argparse.ArgumentParser) -> None:
+    """Let every subcommand take --config too (``serve --config FILE``). SUPPRESS keeps a
+    subcommand from resetting a value given before it. Raises nothing."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in set(action.choices.values()):
+                subparser.add_argument(
+                    "--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP
+                )
+                _accept_config_after(subparser)
+
+
+def tcp_port(text: str) -> int:
+    """An argparse type: a TCP port number 1..65535. Raises argparse.ArgumentTypeError."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)") from None
+    if not 0 < port <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1 to 65535)")
+    return port
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 success)."""
+    """Run the command line; returns the exit status (0 success, 141 when the reader
+    of standard output went away)."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # A reader that went away is found here, not in the interpreter's final flush.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        return stdout_closed()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
+    except BrokenPipeError:
+        raise  # main() ends quietly: the reader of standard output went away
     except (ServerError, CliError, MeasureCliError, SQLAlchemyError, OSError) as exc:
         if args.verbose:
             traceback.print_exc()
-        print(f"tdx-attest-server: {_describe(exc)}", file=sys.stderr)
+        print(f"tdx-attest-server: {_describe(exc, args.command)}", file=sys.stderr)
         return EXIT_REFUSED
     except MeasurementError as exc:
         if args.verbose:
@@ -164,21 +208,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REFUSED
 
 
-def _describe(exc: BaseException) -> str:
+def stdout_closed() -> int:
+    """Finish quietly after the reader of standard output went away (``... | head -1``).
+
+    Unix tools die of SIGPIPE there, without a message, and the shell reports 141
+    (128 + SIGPIPE); this returns that status. Standard output is pointed at /dev/null
+    so the interpreter's final flush does not print an error. Raises nothing.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def _describe(exc: BaseException, command: str) -> str:
     if isinstance(exc, ServerError):
         return exc.detail()
     if isinstance(exc, SQLAlchemyError):
-        return f"database error: {type(exc).__name__} (run 'tdx-attest-server migrate'?)"
+        return describe_database_error(exc, command)
     if isinstance(exc, OSError):
         return f"{exc.filename or ''}: {exc.strerror or exc}"
     return str(exc)
+
+
+def describe_database_error(exc: SQLAlchemyError, command: str) -> str:
+    """The driver's own message for ``exc``, with what to do when the cause is known.
+
+    ``migrate`` is suggested only for a missing table, and never to ``migrate`` itself.
+    Raises nothing.
+    """
+    cause = getattr(exc, "orig", None) or exc
+    message = " ".join(str(cause).split()) or type(cause).__name__
+    lowered = message.lower()
+    if "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):
+        hint = "" if command == "migrate" else " (run 'tdx-attest-server migrate' first)"
+    elif "unable to open database file" in lowered:
+        hint = " (check that the database file's directory exists and is writable)"
+    elif "database" in lowered and "does not exist" in lowered:
+        hint = " (create the database, e.g. 'createdb NAME', or fix database_url)"
+    elif "connection refused" in lowered or "could not connect" in lowered:
+        hint = " (check the host and port in database_url and that the server runs)"
+    else:
+        hint = ""
+    return f"database error: {message}{hint}"
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     if is_measure_command(args):
         return run_measure_command(args)
     if args.command == "master-key":
-        generate_master_key_file(args.file)
+        if generate_master_key_file(args.file):
+            print(f"created the directory {args.file.parent} (mode 0700)")
         print(f"wrote a new master key to {args.file} (mode 0600)")
         return 0
     if args.command == "eventlog":
@@ -229,13 +312,47 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         if args.config is not None:
             os.environ[CONFIG_ENV] = str(args.config)
         create_app(settings).state.ctx.engine.dispose()
-        sockets = bind_sockets(args.host, args.port, args.workers)
+        try:
+            sockets = bind_sockets(args.host, args.port, args.workers)
+        except OSError as exc:
+            raise _listen_error(args.host, args.port, exc) from None
         return run_workers(sockets, options)
-    else:
-        app = create_app(settings)
-        tune_garbage_collector()
-        uvicorn.run(app, **options)
+    # The socket is bound here, not by uvicorn, so an address in use is reported like
+    # every other start-up error (exit status 1) rather than as uvicorn's exit status 3.
+    sock = _listen(args.host, args.port)
+    app = create_app(settings)
+    tune_garbage_collector()
+    uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``. Raises CliError naming the address."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise _listen_error(host, port, exc) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise _listen_error(host, port, exc) from None
+    return sock
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> CliError:
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        return CliError(
+            f"cannot listen on {host}:{port}: {reason}; another process holds the port "
+            "(stop it, e.g. find it with 'ss -ltnp', or choose another --port)"
+        )
+    return CliError(f"cannot listen on {host}:{port}: {reason}; check --host and --port")
 
 
 def tune_garbage_collector() -> None:
@@ -335,6 +452,17 @@ def _image(settings: Settings, args: argparse.Namespace) -> int:
         summary = _image_summary(image)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+COLLATERAL_FORM = "dcap-qvl collateral JSON (as in the simulator's collateral.json)"
+
+
+def _read_text_file(path: Path, expected: str) -> str:
+    """``path`` as UTF-8 text. Raises OSError, or CliError naming the expected format."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise CliError(f"{path} is not a text file; expected {expected}") from None
 
 
 def _read_manifest(path: Path) -> Manifest:
@@ -553,7 +681,7 @@ def _collateral(settings: Settings, args: argparse.Namespace) -> int:
     sessions = make_sessionmaker(make_engine(settings.database_url, pool_size=1))
     now = system_clock()
     if args.collateral_command == "import":
-        collateral = import_collateral(sessions, args.file.read_text(encoding="utf-8"), now)
+        collateral = import_collateral(sessions, _read_text_file(args.file, COLLATERAL_FORM), now)
         state = "valid now" if collateral.valid_at(now) else "NOT valid now"
         print(
             f"imported collateral for FMSPC {collateral.fmspc} ({collateral.ca} CA), "

@@ -35,6 +35,8 @@ class ServerError(Exception):
 class ConfigurationError(ServerError):
     """The server's settings or files are unusable (raised at start-up, before serving)."""
 
+    default_reason = Reason.CONFIG_INVALID
+
 
 class RequestInvalid(ServerError):
     """Malformed input: 422."""

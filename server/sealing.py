@@ -73,19 +73,48 @@ def _aad(image_name: str) -> bytes:
     return AAD_PREFIX + image_name.encode("utf-8")
 
 
-def generate_master_key_file(path: Path) -> None:
-    """Create ``path`` (mode 0600) holding a new random key as hex.
+def generate_master_key_file(path: Path) -> bool:
+    """Create ``path`` (mode 0600) holding a new random key as hex, and its directory
+    (mode 0700) when it is missing; returns whether the directory was created.
 
     Raises ConfigurationError when the file exists or cannot be written.
     """
+    created = _make_key_directory(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise ConfigurationError(f"{path} exists; refusing to overwrite a master key") from None
+        raise ConfigurationError(
+            f"{path} exists; refusing to overwrite a master key (the passphrases sealed "
+            "under it would be lost). To rotate it, generate the new key at another path, "
+            "set master_key_file to that path and run 'tdx-attest-server image "
+            "rotate-passphrase NAME --passphrase-file FILE' for every image"
+        ) from None
     except OSError as exc:
         raise ConfigurationError(f"cannot create {path}: {exc.strerror}") from None
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(secrets.token_bytes(MASTER_KEY_BYTES).hex() + "\n")
+    return created
+
+
+def _make_key_directory(directory: Path) -> bool:
+    """Create ``directory`` (and its parents) with mode 0700 when it is missing; returns
+    whether it was created. Raises ConfigurationError naming the directory."""
+    if directory.is_dir():
+        return False
+    try:
+        # The mode is applied to every directory created, so no parent is world-readable
+        # while the key is being written.
+        old_umask = os.umask(0o077)
+        try:
+            directory.mkdir(mode=0o700, parents=True)
+        finally:
+            os.umask(old_umask)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create the directory {directory} for the master key: {exc.strerror}; "
+            "create it (mode 0700) or choose another path"
+        ) from None
+    return True
 
 
 def load_master_key(path: Path | None, *, dev_mode: bool) -> MasterKey:
@@ -104,10 +133,18 @@ def load_master_key(path: Path | None, *, dev_mode: bool) -> MasterKey:
         mode = path.stat().st_mode
         data = path.read_bytes()
     except OSError as exc:
-        raise ConfigurationError(f"cannot read master key file {path}: {exc.strerror}") from None
+        hint = (
+            f"; create one with 'tdx-attest-server master-key generate {path}'"
+            if isinstance(exc, FileNotFoundError)
+            else ""
+        )
+        raise ConfigurationError(
+            f"cannot read master key file {path}: {exc.strerror}{hint}"
+        ) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigurationError(
-            f"master key file {path} is readable by group or others; chmod 600 it"
+            f"master key file {path} is readable by group or others "
+            f"(mode {stat.S_IMODE(mode):o}); run 'chmod 600 {path}'"
         )
     return MasterKey(_decode_key(data, path))
 

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import importlib
 import json
+import os
 import shlex
 import sys
 import traceback
@@ -26,6 +27,8 @@ from tdx_boot_attest.tdxsim.profile import Profile
 from tdx_boot_attest.tdxsim.state import DEFAULT_FMSPC, SimState
 
 Handler = Callable[[argparse.Namespace], int]
+# 128 + SIGPIPE: what the shell reports for a tool whose output reader went away.
+EXIT_BROKEN_PIPE = 141
 
 
 def _hex_bytes(size: int | None) -> Callable[[str], bytes]:
@@ -545,13 +548,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stdout_closed() -> int:
+    """Finish quietly after the reader of standard output went away (``... | head -1``).
+
+    Unix tools die of SIGPIPE there, without a message, and the shell reports 141
+    (128 + SIGPIPE); this returns that status. Standard output is pointed at /dev/null
+    so the interpreter's final flush does not print an error. Raises nothing.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``tdxsim`` with ``argv``; returns the exit status (never raises for user errors)."""
+    """Run ``tdxsim`` with ``argv``; returns the exit status (never raises for user errors;
+    141 when the reader of standard output went away)."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # A reader that went away is found here, not in the interpreter's final flush.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        return stdout_closed()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.func
     try:
         return handler(args)
+    except BrokenPipeError:
+        raise  # main() ends quietly: the reader of standard output went away
     except TdxSimError as exc:
         if args.verbose:
             traceback.print_exc()
