@@ -10,12 +10,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tdx_boot_attest.agent.api import BootClient, ReleasedKey, make_session, new_key_pair, released
 from tdx_boot_attest.agent.ccel import event_log_to_send
 from tdx_boot_attest.agent.config import Config, Volume
 from tdx_boot_attest.agent.console import Console
 from tdx_boot_attest.agent.disk import Cryptsetup, DeviceWaiter, write_all
 from tdx_boot_attest.agent.errors import ConfigError, DeadlineExceeded, LocalReason, TransientError
+from tdx_boot_attest.agent.http_client import (
+    BootClient,
+    ReleasedKey,
+    make_session,
+    new_key_pair,
+    released,
+)
 from tdx_boot_attest.agent.identity import DEFAULT_MOUNTINFO, Identity, load_or_create_identity
 from tdx_boot_attest.agent.protocol import Kem
 from tdx_boot_attest.agent.tsm import FileOps, OsFileOps, TsmQuoteProvider

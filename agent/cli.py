@@ -22,6 +22,8 @@ from tdx_boot_attest.agent.errors import AgentError, ConfigError, LocalReason
 EXIT_OK: Final = 0
 EXIT_INTERNAL: Final = 1
 EXIT_INTERRUPTED: Final = 130
+# 128 + SIGPIPE: what the shell reports for a tool whose output reader went away.
+EXIT_BROKEN_PIPE: Final = 141
 # The keyscript contract is about file descriptor 1, whatever sys.stdout is.
 STDOUT_FD: Final = 1
 
@@ -37,6 +39,7 @@ exit codes:
   5  the server refused (its reason code is on the console line)
   6  the device did not appear, or cryptsetup did not open it
   7  the failure action (poweroff, reboot, askpass) could not be run
+  141 standard output was closed by its reader (e.g. | head -1); nothing is printed
 
 every failure prints one line to /dev/kmsg and stderr:
   tdx-boot-attest: FAILED reason=<code> message="<what happened>"
@@ -46,12 +49,10 @@ every failure prints one line to /dev/kmsg and stderr:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand. Raises nothing."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help=f"configuration file (default {DEFAULT_CONFIG_PATH}; must exist when given)",
-    )
+    config_help = f"configuration file (default {DEFAULT_CONFIG_PATH}; must exist when given)"
+    # --config is accepted before and after the command; SUPPRESS keeps the command's
+    # parser from resetting a value given before it.
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
     common.add_argument(
         "--cmdline",
         type=Path,
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--config", type=Path, default=None, help=config_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -134,17 +136,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stdout_closed() -> int:
+    """Finish quietly after the reader of standard output went away (``... | head -1``).
+
+    Unix tools die of SIGPIPE there, without a message, and the shell reports 141
+    (128 + SIGPIPE); this returns that status. Standard output is pointed at /dev/null
+    so the interpreter's final flush does not print an error. Raises nothing.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command in ``argv`` (default sys.argv[1:]); return the exit code.
+    """Run the command in ``argv`` (default sys.argv[1:]); return the exit code
+    (141 when the reader of standard output went away).
 
     Every AgentError becomes one console line and its exit code; anything else is
     an internal error (exit 1). Raises only SystemExit from argument parsing.
     """
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # A reader that went away is found here, not in the interpreter's final flush.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        return stdout_closed()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(kmsg=args.kmsg)
     handler: Callable[[argparse.Namespace, Console], int] = args.handler
     try:
         return handler(args, console)
+    except BrokenPipeError:
+        raise  # main() ends quietly: the reader of standard output went away
     except AgentError as exc:
         if not exc.reported:
             console.failure(exc.reason, exc.message)
@@ -359,8 +391,8 @@ def _print_eventlog(report: dict[str, Any]) -> None:
 
 
 def _cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from tdx_boot_attest.agent.api import Deadline
     from tdx_boot_attest.agent.boot import BootContext
+    from tdx_boot_attest.agent.http_client import Deadline
 
     failures: list[AgentError] = []
     config = _config(args)

@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import quote as url_quote
 
 from tdx_boot_attest.agent import protocol
-from tdx_boot_attest.agent.api import BootClient, Deadline, retry_until
 from tdx_boot_attest.agent.auth import RequestSigner
+from tdx_boot_attest.agent.http_client import BootClient, Deadline, retry_until
 from tdx_boot_attest.agent.identity import Identity
 
 

@@ -19,7 +19,7 @@ from tdx_boot_attest.agent.eventlog import parse_event_log
 from tdx_boot_attest.agent.identity import load_identity
 from tdx_boot_attest.tdxsim.tsm.dirfake import DirFake
 from tdx_boot_attest.tdxsim.tsm.model import TsmModel
-from tests.agent.test_api import PASSPHRASE, nonce_answer, refusal, release
+from tests.agent.test_http_client import PASSPHRASE, nonce_answer, refusal, release
 from tests.support.scripted_http import ScriptedServer
 
 
@@ -379,3 +379,15 @@ def test_eventlog_without_a_log_names_the_path(
     assert f'reason=event_log_unavailable message="no event log at {missing}' in (
         capsys.readouterr().err
     )
+
+
+def test_config_is_accepted_before_the_command(
+    setup: Setup, server: ScriptedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.script("GET", protocol.NONCE_PATH, nonce_answer)
+    argv = ["--config", str(setup.config), "check", "--cmdline", str(setup.cmdline),
+            "--kmsg", str(setup.kmsg)]  # fmt: skip
+    assert main(argv) == 0
+    assert "ok     server:" in capsys.readouterr().out
+    # Without it, the default path is used and does not exist here.
+    assert main(argv[2:]) == 2

@@ -12,14 +12,14 @@ import pytest
 import sr25519
 
 from tdx_boot_attest.agent import protocol
-from tdx_boot_attest.agent.api import BootClient, make_session
 from tdx_boot_attest.agent.auth import BearerSigner, HotkeyError, HotkeySigner, signing_message
 from tdx_boot_attest.agent.cli import main
 from tdx_boot_attest.agent.errors import LocalReason, ServerRefused
+from tdx_boot_attest.agent.http_client import BootClient, make_session
 from tdx_boot_attest.agent.identity import Identity, load_or_create_identity
 from tdx_boot_attest.agent.quote import parse_quote
 from tdx_boot_attest.agent.runtime import attest_runtime, runtime_paths
-from tests.agent.test_api import FakeClock, SyntheticQuotes, refusal
+from tests.agent.test_http_client import FakeClock, SyntheticQuotes, refusal
 from tests.support.scripted_http import Answer, Request, ScriptedServer
 
 SEED = hashlib.sha256(b"runtime-test-miner").digest()

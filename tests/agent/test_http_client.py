@@ -1,4 +1,4 @@
-"""agent.api against a scripted HTTP server: retries, refusals, key opening, deadline."""
+"""agent.http_client against a scripted HTTP server: retries, refusals, key opening, deadline."""
 
 from __future__ import annotations
 
@@ -13,7 +13,16 @@ from cryptography.hazmat.primitives.asymmetric import mlkem
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from tdx_boot_attest.agent import protocol
-from tdx_boot_attest.agent.api import (
+from tdx_boot_attest.agent.errors import (
+    ConfigError,
+    DeadlineExceeded,
+    LocalReason,
+    ServerRefused,
+    TransientError,
+    TransportError,
+    TsmError,
+)
+from tdx_boot_attest.agent.http_client import (
     BootClient,
     Deadline,
     ReleasedKey,
@@ -24,15 +33,6 @@ from tdx_boot_attest.agent.api import (
     parse_retry_after,
     released,
     retry_until,
-)
-from tdx_boot_attest.agent.errors import (
-    ConfigError,
-    DeadlineExceeded,
-    LocalReason,
-    ServerRefused,
-    TransientError,
-    TransportError,
-    TsmError,
 )
 from tdx_boot_attest.agent.identity import load_or_create_identity
 from tdx_boot_attest.agent.quote import parse_quote
@@ -286,7 +286,7 @@ def test_retry_after_beyond_the_deadline_gives_up_now(
     )
     with pytest.raises(DeadlineExceeded, match="rate_limited"):
         fetch(server, clock, deadline=30)
-    assert clock.sleeps == [0.0]
+    assert clock.sleeps == []
     assert clock.now == 1000.0
 
 
@@ -455,3 +455,41 @@ def test_retry_until_reports_each_retry(clock: FakeClock) -> None:
     )
     assert result == "done"
     assert seen == [("server_error", 0.5)]
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason", "first"),
+    [
+        (Answer(404, {"detail": "Not Found"}), "http_404", "Not Found"),
+        (
+            Answer(404, {"detail": "Not Found", "reason": "not_found", "message": "Not Found"}),
+            "not_found",
+            "Not Found",
+        ),
+        (Answer(404, raw=b""), "http_404", "(empty body)"),
+    ],
+    ids=["framework", "server-shape", "empty"],
+)
+def test_a_wrong_url_path_names_the_url_and_agent_conf(
+    server: ScriptedServer, clock: FakeClock, answer: Answer, reason: str, first: str
+) -> None:
+    server.script("GET", "/wrong" + protocol.NONCE_PATH, answer)
+    base = server.url.replace("http://", "http://operator:s3cret@") + "/wrong"
+    boot = BootClient(base, make_session(None), SyntheticQuotes(), clock=clock, sleep=clock.sleep)
+    with pytest.raises(ServerRefused) as caught:
+        boot.fetch_key(5)
+    message = caught.value.message
+    assert caught.value.reason == reason
+    assert message.startswith(f"{first}: GET {server.url}/wrong{protocol.NONCE_PATH} ")
+    assert "does not exist on the server" in message
+    assert "check url in the [server] section of agent.conf" in message
+    assert "s3cret" not in message and "operator" not in message
+
+
+def test_a_not_found_naming_a_record_gets_no_url_hint(
+    server: ScriptedServer, clock: FakeClock
+) -> None:
+    server.script("GET", protocol.NONCE_PATH, refusal(404, "not_found", "no server 'x'"))
+    with pytest.raises(ServerRefused) as caught:
+        fetch(server, clock)
+    assert (caught.value.reason, caught.value.message) == ("not_found", "no server 'x'")

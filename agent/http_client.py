@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from tdx_boot_attest.agent import protocol
 from tdx_boot_attest.agent.errors import (
@@ -30,6 +31,7 @@ from tdx_boot_attest.agent.tsm import QuoteProvider
 
 if TYPE_CHECKING:
     import requests
+    import tenacity
 
     from tdx_boot_attest.agent.identity import Identity
 
@@ -41,6 +43,7 @@ BACKOFF_INITIAL: Final = 0.5
 BACKOFF_MAX: Final = 10.0
 _REASON_SHAPE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _JSON: Final = {"Content-Type": "application/json", "Accept": "application/json"}
+NOT_FOUND: Final = 404
 
 
 class ReleasedKey:
@@ -123,53 +126,78 @@ def retry_until(
     """
     import random
 
-    draw = jitter or random.uniform
-    attempts = 0
-    last: list[TransientError] = []
-    give_up = [False]
-
-    def run() -> T:
-        nonlocal attempts
-        if give_up[0] or (attempts and deadline.remaining() <= 0):
-            raise _deadline_error(attempts, last[-1] if last else None)
-        attempts += 1
-        try:
-            return attempt()
-        except TransientError as exc:
-            last.append(exc)
-            raise
-
-    def next_delay() -> float:
-        ceiling = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** (attempts - 1))
-        delay = draw(ceiling / 2, ceiling)
-        error = last[-1] if last else None
-        if error is not None and error.retry_after is not None:
-            delay = max(delay, error.retry_after)
-        if delay >= deadline.remaining():
-            # The next attempt could not start in time: give up now, not at the deadline.
-            give_up[0] = True
-            delay = 0.0
-        if on_retry is not None and error is not None and not give_up[0]:
-            on_retry(error, delay)
-        return delay
-
     # Most boots succeed at once: the retry machinery is imported only when needed.
     try:
-        return run()
-    except TransientError:
-        pass
-    sleep(next_delay())
+        return attempt()
+    except TransientError as exc:
+        first = exc
+    backoff = _Backoff(deadline, jitter or random.uniform)
+    delay = backoff.after(1, first)
+    if delay is None:
+        raise _deadline_error(1, first)
+    if on_retry is not None:
+        on_retry(first, delay)
+    sleep(delay)
 
     import tenacity
 
+    def report(state: tenacity.RetryCallState) -> None:
+        if on_retry is not None and state.next_action is not None:
+            on_retry(_failure(state), state.next_action.sleep)
+
+    def give_up(state: tenacity.RetryCallState) -> NoReturn:
+        raise _deadline_error(_attempts(state), _failure(state))
+
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TransientError),
-        wait=lambda state: next_delay(),
-        stop=tenacity.stop_never,
+        stop=lambda state: backoff.after(_attempts(state), _failure(state)) is None,
+        wait=lambda state: backoff.after(_attempts(state), _failure(state)) or 0.0,
+        before_sleep=report,
+        retry_error_callback=give_up,
         sleep=sleep,
-        reraise=True,
     )
-    return retrying(run)
+    return retrying(attempt)
+
+
+class _Backoff:
+    """The pause after each failed attempt: exponential with jitter, at least the
+    server's Retry-After; None when the next attempt could not start before the deadline.
+
+    tenacity asks for it twice per attempt (to decide whether to stop, then how long to
+    wait), so the jitter is drawn once per attempt number.
+    """
+
+    def __init__(self, deadline: Deadline, draw: Callable[[float, float], float]) -> None:
+        self.deadline = deadline
+        self.draw = draw
+        self.drawn: dict[int, float] = {}
+
+    def after(self, attempts: int, error: TransientError) -> float | None:
+        """The pause after ``attempts`` attempts, the last failing with ``error``.
+
+        Raises nothing."""
+        if attempts not in self.drawn:
+            ceiling = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** (attempts - 1))
+            self.drawn[attempts] = self.draw(ceiling / 2, ceiling)
+        delay = self.drawn[attempts]
+        if error.retry_after is not None:
+            delay = max(delay, error.retry_after)
+        # The next attempt could not start in time: give up now, not at the deadline.
+        return None if delay >= self.deadline.remaining() else delay
+
+
+def _attempts(state: tenacity.RetryCallState) -> int:
+    """Attempts made so far: the first, made before tenacity, plus tenacity's."""
+    return int(state.attempt_number) + 1
+
+
+def _failure(state: tenacity.RetryCallState) -> TransientError:
+    """The TransientError that ended the attempt ``state`` describes (tenacity retries
+    nothing else). Raises nothing."""
+    error = state.outcome.exception() if state.outcome is not None else None
+    if not isinstance(error, TransientError):  # pragma: no cover - retry= admits no other
+        raise TypeError(f"retry state without a transient failure: {error!r}")
+    return error
 
 
 def _deadline_error(attempts: int, last: TransientError | None) -> DeadlineExceeded:
@@ -390,7 +418,29 @@ def _answer(response: requests.Response, what: str) -> dict[str, Any]:
                 LocalReason.RESPONSE_INVALID, f"{what}: HTTP {status} without a JSON object"
             )
         return body
-    raise error_from_response(status, response.text, response.headers.get("Retry-After"), what)
+    error = error_from_response(status, response.text, response.headers.get("Retry-After"), what)
+    if status == NOT_FOUND and isinstance(error, ServerRefused) and _route_missing(error):
+        # The server has no such endpoint: almost always a wrong server_url path.
+        error.message = (
+            f"{error.message}: {what.split(' ', 1)[0]} {_without_userinfo(response.url)} "
+            "does not exist on the server; check url in the [server] section of agent.conf "
+            "(the server's base URL, without /servers/...)"
+        )
+    raise error
+
+
+def _route_missing(error: ServerRefused) -> bool:
+    """Whether a 404 says the path is unknown (the framework's bare "Not Found", or an
+    answer without a reason code) rather than naming a missing record. Raises nothing."""
+    return error.reason == "http_404" or error.message == "Not Found"
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` without user and password, so the console line never carries them."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def error_from_response(
