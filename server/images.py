@@ -127,8 +127,10 @@ def read_quote_file(data: bytes) -> TdQuote:
 
 
 def check_passphrase(passphrase: bytes) -> bytes:
-    """The passphrase as stored: one trailing newline removed; raises RequestInvalid if empty."""
-    value = passphrase[:-1] if passphrase.endswith(b"\n") else passphrase
+    """The passphrase as stored: every byte, a trailing newline included, as
+    ``cryptsetup --key-file`` reads a key file (so the volume formatted from the same file
+    opens with the released key). Raises RequestInvalid for an empty or too long one."""
+    value = passphrase
     if not MIN_PASSPHRASE_BYTES <= len(value) <= MAX_PASSPHRASE_BYTES:
         raise RequestInvalid(
             f"passphrase must be {MIN_PASSPHRASE_BYTES} to {MAX_PASSPHRASE_BYTES} bytes"

@@ -67,7 +67,7 @@ def test_image_add_from_quote_list_retire(
     assert image.runtime_rtmr3 == "any"
     assert image.boot_rtmr3 == sim.make_quote(bytes(64))[520:568].hex()
     key = load_master_key(cli_env, dev_mode=False)
-    assert key.unseal(image.sealed_passphrase, "golden") == b"luks-pw-cli"
+    assert key.unseal(image.sealed_passphrase, "golden") == b"luks-pw-cli\n"
 
     capsys.readouterr()
     assert main(["image", "list", "--json"]) == 0
