@@ -166,9 +166,10 @@ def _run_steps(
     if attempt.event_log is not None:
         check_replay(attempt.event_log, quote)
     events = attempt.event_log.log.events if attempt.event_log is not None else None
+    # Step 9 (docs/protocol.md numbers the steps the same way): the image match.
     attempt.image = image = match_image(quote, images, events=events).image
-    _step9_check_report_data(quote, nonce, kem, public_key_raw, attempt.identity_key)
-    sealed = _step10_release_key(ctx, image, public_key, kem, nonce)
+    _step10_check_report_data(quote, nonce, kem, public_key_raw, attempt.identity_key)
+    sealed = _step11_release_key(ctx, image, public_key, kem, nonce)
     return BootResult(
         attestation_id=attempt.id, image=image.name, verified_at=now, sealed_key=sealed
     )
@@ -279,7 +280,7 @@ def _step8_refuse_debug(quote: TdQuote) -> None:
         )
 
 
-def _step9_check_report_data(
+def _step10_check_report_data(
     quote: TdQuote, nonce: bytes, kem: Kem, public_key: bytes, identity_key: bytes | None
 ) -> None:
     try:
@@ -301,7 +302,7 @@ def _step9_check_report_data(
         )
 
 
-def _step10_release_key(
+def _step11_release_key(
     ctx: ServerContext, image: ImageRecord, public_key: HpkePublicKey, kem: Kem, nonce: bytes
 ) -> bytes:
     passphrase = ctx.master_key.unseal(image.sealed_passphrase, image.name)
