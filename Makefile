@@ -5,6 +5,7 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 SHELL_SCRIPTS := $(shell git ls-files '*.sh' .ci/run 'initramfs-hooks/initramfs-tools/hooks/*' 'initramfs-hooks/initramfs-tools/scripts/*/*' 2>/dev/null)
 
 .PHONY: all deps demo test test-fast test-oldest-deps lint format bench vm-test install uninstall clean
@@ -12,17 +13,21 @@ SHELL_SCRIPTS := $(shell git ls-files '*.sh' .ci/run 'initramfs-hooks/initramfs-
 all: demo
 
 $(STAMP): setup.cfg pyproject.toml scripts/install-system-deps.sh
+	@echo "deps: system packages (cryptsetup, FUSE, ...)"
 	scripts/install-system-deps.sh base test
+	@echo "deps: a virtual environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[server,sim,test]'
+	@echo "deps: the project and its Python dependencies (a minute or two on a first run)"
+	$(VPY) -m pip install --progress-bar off -e '.[server,sim,test]'
 	touch $@
 
 deps: $(STAMP)
 
 ## The main job: a simulated TDX VM unlocks a LUKS2 disk end to end.
+## DEMO_ARGS=--keep keeps its working directory and logs.
 demo: deps
-	$(VPY) scripts/demo.py
+	$(VPY) scripts/demo.py $(DEMO_ARGS)
 
 ## The whole test suite, as CI runs it: lint, unit, end-to-end and VM boot tests.
 test: deps lint

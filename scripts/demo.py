@@ -9,11 +9,13 @@ manifest ``image measure`` computes from the kernel, initrd and command line the
 boots: no golden quote. Device-mapper may be absent, so the unlock is proven with
 ``cryptsetup open --test-passphrase``. A second VM booted with another kernel is refused,
 and its console line names the kernel. Everything lives in a temporary directory that is
-removed on exit.
+removed on exit, or kept with its logs with ``--keep``. Each command is printed with the
+environment and the agent.conf it needs, so the story can be replayed by hand.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import shlex
@@ -41,6 +43,30 @@ def step(text: str) -> None:
 
 def show(argv: Sequence[str]) -> None:
     print("    $ " + " ".join(shlex.quote(str(a)) for a in argv), flush=True)
+
+
+def show_environment(env: dict[str, str]) -> None:
+    """Print the verifier's variables as shell exports, for replaying the commands."""
+    print("      the verifier's commands below run with:")
+    for name in sorted(env):
+        if name.startswith("TDX_ATTEST_") and os.environ.get(name) != env[name]:
+            print(f"    $ export {name}={shlex.quote(env[name])}")
+
+
+def show_file(path: Path) -> None:
+    """Print a configuration file the next commands read."""
+    print(f"      {path}:")
+    for line in path.read_text(encoding="utf-8").splitlines():
+        print(f"        {line}")
+
+
+READ_NEXT = """
+Read next:
+  README.md                 the parts and a boot attestation by hand
+  docs/server.md            running the verifier: settings, images, collateral, errors
+  docs/image-building.md    putting the agent into an initramfs and registering images
+  docs/agent.md             the agent's configuration, console lines and exit codes
+  docs/protocol.md          the boot protocol byte by byte"""
 
 
 def run(
@@ -139,8 +165,13 @@ def agent_config(
     return path
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Tell the story; returns 0 when the approved VM unlocked and the other was refused."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the working directory and its logs"
+    )
+    args = parser.parse_args(argv)
     background = Background()
     workdir = Path(tempfile.mkdtemp(prefix="tdx-boot-attest-demo-"))
     # Each simulated VM's /run: memory only, as the agent insists for its identity key.
@@ -154,8 +185,12 @@ def main() -> int:
         for mount in workdir.glob("tsm-*"):
             if os.path.ismount(mount):
                 subprocess.run(["fusermount3", "-u", "-z", str(mount)], check=False)
-        subprocess.run(["rm", "-rf", "--one-file-system", str(workdir)], check=False)
-        print(f"\n(cleaned up {workdir})")
+        if args.keep:
+            print(f"\n(kept {workdir}: server.log, m1.log, m2.log, verifier.db, *.conf)")
+        else:
+            subprocess.run(["rm", "-rf", "--one-file-system", str(workdir)], check=False)
+            print(f"\n(cleaned up {workdir}; run with --keep to keep it and its logs)")
+        print(READ_NEXT)
 
 
 def story(work: Path, background: Background, memory: Path) -> int:
@@ -172,6 +207,7 @@ def story(work: Path, background: Background, memory: Path) -> int:
         # Collateral is imported below; no PCCS is reachable in the demo.
         "TDX_ATTEST_PCCS_URL": f"http://127.0.0.1:{free_port()}",
     }
+    show_environment(env)
     run([SERVER, "master-key", "generate", str(work / "master.key")], env=env)
     run([SERVER, "migrate"], env=env)
     run([SERVER, "collateral", "import", str(state / "collateral.json")], env=env)
@@ -236,6 +272,7 @@ def story(work: Path, background: Background, memory: Path) -> int:
     conf = agent_config(
         work / "agent.conf", url, golden_tsm, disk, "prompt", run_dir=memory / "golden"
     )
+    show_file(conf)
     boot = run([AGENT, "boot", "--config", str(conf), "--cmdline", str(cmdline),
                 "--kmsg", str(kmsg)], check=False)  # fmt: skip
     unlocked = boot.returncode == 0
@@ -276,6 +313,7 @@ def story(work: Path, background: Background, memory: Path) -> int:
     other_conf = agent_config(
         work / "other.conf", url, other_tsm, disk, "poweroff", run_dir=memory / "other"
     )
+    print(f"      {other_conf}: as agent.conf, with tsm-other's paths and on_failure = poweroff")
     refused = run([AGENT, "boot", "--config", str(other_conf), "--cmdline", str(cmdline),
                    "--kmsg", str(kmsg)], check=False)  # fmt: skip
     print(f"      exit status {refused.returncode} (5: the verifier refused)")
