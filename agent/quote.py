@@ -4,9 +4,7 @@ The agent does not verify quotes (the server does); it reads the TD report body 
 show an operator the measurements a server will match, and to check that the quote
 configfs-tsm returned carries the REPORTDATA it asked for.
 
-Layout (Intel TDX DCAP quote v4/v5): a 48-byte header (version u16 LE, attestation key
-type u16, TEE type u32 = 0x81 for TDX, ...), then in v4 the 584-byte TD 1.0 report body;
-in v5 a body descriptor (type u16: 2 = TD 1.0, 3 = TD 1.5; size u32) before the body.
+The layout (offsets and sizes) is defined in :mod:`quote_layout`.
 """
 
 from __future__ import annotations
@@ -14,33 +12,15 @@ from __future__ import annotations
 import struct
 from typing import Final, NamedTuple
 
+from tdx_boot_attest.agent import quote_layout as layout
 from tdx_boot_attest.agent.errors import AgentError, LocalReason
 
-HEADER_BYTES: Final = 48
-TEE_TYPE_TDX: Final = 0x81
-TD10_BODY_BYTES: Final = 584
-TD15_BODY_BYTES: Final = 648
-_V5_DESCRIPTOR_BYTES: Final = 6
 # TD attributes bit 0: the TD runs in debug mode (its memory is readable by the host).
-TD_ATTRIBUTES_DEBUG: Final = 1
-
-# Offsets inside the TD report body.
-_FIELDS: Final = {
-    "tee_tcb_svn": (0, 16),
-    "mrseam": (16, 48),
-    "mrsignerseam": (64, 48),
-    "seam_attributes": (112, 8),
-    "td_attributes": (120, 8),
-    "xfam": (128, 8),
-    "mrtd": (136, 48),
-    "mrconfigid": (184, 48),
-    "mrowner": (232, 48),
-    "mrownerconfig": (280, 48),
-    "rtmr0": (328, 48),
-    "rtmr1": (376, 48),
-    "rtmr2": (424, 48),
-    "rtmr3": (472, 48),
-    "report_data": (520, 64),
+TD_ATTRIBUTES_DEBUG: Final = layout.TD_ATTRIBUTE_DEBUG
+_MINIMUM_BYTES: Final = layout.HEADER_BYTES + layout.TD_REPORT10_BYTES
+_TD_BODY_BYTES: Final = {
+    layout.BODY_TD_REPORT10: layout.TD_REPORT10_BYTES,
+    layout.BODY_TD_REPORT15: layout.TD_REPORT15_BYTES,
 }
 
 
@@ -76,25 +56,25 @@ class QuoteSummary(NamedTuple):
 
 def parse_quote(quote: bytes) -> QuoteSummary:
     """Read the header and TD report body of ``quote``; raises QuoteFormatError."""
-    if len(quote) < HEADER_BYTES + TD10_BODY_BYTES:
-        raise QuoteFormatError(f"a TDX quote is at least 632 bytes, got {len(quote)}")
+    if len(quote) < _MINIMUM_BYTES:
+        raise QuoteFormatError(f"a TDX quote is at least {_MINIMUM_BYTES} bytes, got {len(quote)}")
     version, _key_type, tee_type = struct.unpack_from("<HHI", quote, 0)
-    if tee_type != TEE_TYPE_TDX:
+    if tee_type != layout.TEE_TYPE_TDX:
         raise QuoteFormatError(f"TEE type is {tee_type:#x}, not TDX (0x81)")
     if version == 4:
-        body_offset = HEADER_BYTES
+        body_offset = layout.body_offset(4)
     elif version == 5:
-        body_type, body_size = struct.unpack_from("<HI", quote, HEADER_BYTES)
-        expected = {2: TD10_BODY_BYTES, 3: TD15_BODY_BYTES}.get(body_type)
+        body_type, body_size = struct.unpack_from("<HI", quote, layout.HEADER_BYTES)
+        expected = _TD_BODY_BYTES.get(body_type)
         if expected is None or body_size != expected:
             raise QuoteFormatError(f"quote v5 body type {body_type} size {body_size} is not TDX")
-        body_offset = HEADER_BYTES + _V5_DESCRIPTOR_BYTES
+        body_offset = layout.body_offset(5)
         if len(quote) < body_offset + body_size:
             raise QuoteFormatError("quote v5 is shorter than its body")
     else:
         raise QuoteFormatError(f"quote version {version} is not 4 or 5")
     fields = {
-        name: quote[body_offset + offset : body_offset + offset + size]
-        for name, (offset, size) in _FIELDS.items()
+        f.name: quote[body_offset + f.offset : body_offset + f.end]
+        for f in layout.TD_REPORT10_FIELDS
     }
     return QuoteSummary(version=version, fields=fields)

@@ -6,13 +6,10 @@ from dataclasses import dataclass
 
 import dcap_qvl
 
+from tdx_boot_attest.agent import quote_layout as layout
 from tdx_boot_attest.agent.protocol import Reason
 from tdx_boot_attest.server.errors import AttestationRefused, RequestInvalid
 
-TDX_TEE_TYPE = 0x81
-SUPPORTED_VERSIONS = frozenset({4, 5})
-TD_ATTRIBUTES_DEBUG_BIT = 0x01
-QUOTE_HEADER_BYTES = 48
 RTMR_NAMES = ("rtmr0", "rtmr1", "rtmr2", "rtmr3")
 PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
 PLATFORM_CACHE_SIZE = 1024
@@ -40,7 +37,7 @@ class TdQuote:
     @property
     def debug(self) -> bool:
         """True when TDATTRIBUTES.DEBUG (bit 0) is set: the host can read the TD's memory."""
-        return bool(self.td_attributes[0] & TD_ATTRIBUTES_DEBUG_BIT)
+        return bool(self.td_attributes[0] & layout.TD_ATTRIBUTE_DEBUG)
 
     def measurements(self) -> dict[str, str]:
         """Register name -> hex value, for matching and audit."""
@@ -54,17 +51,21 @@ def parse_td_quote(raw: bytes) -> TdQuote:
     AttestationRefused(not_tdx) for an SGX quote and
     AttestationRefused(quote_version_unsupported) for another version.
     """
-    if len(raw) < QUOTE_HEADER_BYTES:
+    if len(raw) < layout.HEADER_BYTES:
         raise RequestInvalid(
             f"quote is {len(raw)} bytes, shorter than a quote header", Reason.QUOTE_MALFORMED
         )
-    version = int.from_bytes(raw[0:2], "little")
-    tee_type = int.from_bytes(raw[4:8], "little")
-    if tee_type != TDX_TEE_TYPE:
+    version = int.from_bytes(
+        raw[layout.HEADER_VERSION.offset : layout.HEADER_VERSION.end], "little"
+    )
+    tee_type = int.from_bytes(
+        raw[layout.HEADER_TEE_TYPE.offset : layout.HEADER_TEE_TYPE.end], "little"
+    )
+    if tee_type != layout.TEE_TYPE_TDX:
         raise AttestationRefused(
-            f"quote has TEE type {tee_type:#x}, not TDX ({TDX_TEE_TYPE:#x})", Reason.NOT_TDX
+            f"quote has TEE type {tee_type:#x}, not TDX ({layout.TEE_TYPE_TDX:#x})", Reason.NOT_TDX
         )
-    if version not in SUPPORTED_VERSIONS:
+    if version not in layout.SUPPORTED_TDX_VERSIONS:
         raise AttestationRefused(
             f"quote version {version} is not supported (supported: 4, 5)",
             Reason.QUOTE_VERSION_UNSUPPORTED,

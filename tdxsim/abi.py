@@ -3,7 +3,8 @@
 Reads quote v3 (SGX), v4 (TDX 1.0 body) and v5 (body descriptor + TDX 1.0 or 1.5 body, or an
 SGX body), and writes them back byte for byte, including anything after the signature
 data (real quotes can carry zero padding there). Offsets follow Intel's "TDX DCAP Quoting
-Library API" layout; every integer is little-endian.
+Library API" layout; every integer is little-endian. The header and body layout (offsets,
+sizes, type codes) is the one of ``agent.quote_layout``, shared with agent and verifier.
 """
 
 from __future__ import annotations
@@ -12,31 +13,46 @@ import struct
 from dataclasses import dataclass, field
 from typing import Final
 
+from tdx_boot_attest.agent import quote_layout as layout
+from tdx_boot_attest.agent.quote_layout import (
+    BODY_BYTES,
+    BODY_DESCRIPTOR_BYTES,
+    BODY_SGX_ENCLAVE,
+    BODY_TD_REPORT10,
+    BODY_TD_REPORT15,
+    ENCLAVE_REPORT_BYTES,
+    HEADER_BYTES,
+    TD_ATTRIBUTE_DEBUG,
+    TD_ATTRIBUTE_SEPT_VE_DISABLE,
+    TD_REPORT10_BYTES,
+    TD_REPORT15_BYTES,
+    TEE_TYPE_SGX,
+    TEE_TYPE_TDX,
+)
 from tdx_boot_attest.tdxsim.errors import NotTdxError, QuoteFormatError, QuoteVersionError
 
-HEADER_BYTES: Final = 48
-TD_REPORT10_BYTES: Final = 584
-TD_REPORT15_BYTES: Final = 648
-ENCLAVE_REPORT_BYTES: Final = 384
-BODY_DESCRIPTOR_BYTES: Final = 6
+__all__ = [
+    "BODY_DESCRIPTOR_BYTES",
+    "BODY_SGX_ENCLAVE",
+    "BODY_TD_REPORT10",
+    "BODY_TD_REPORT15",
+    "ENCLAVE_REPORT_BYTES",
+    "HEADER_BYTES",
+    "TD_ATTRIBUTE_DEBUG",
+    "TD_ATTRIBUTE_SEPT_VE_DISABLE",
+    "TD_REPORT10_BYTES",
+    "TD_REPORT15_BYTES",
+    "TEE_TYPE_SGX",
+    "TEE_TYPE_TDX",
+]
+
 SIGNATURE_BYTES: Final = 64
 ATTESTATION_KEY_BYTES: Final = 64
-
-TEE_TYPE_SGX: Final = 0x00000000
-TEE_TYPE_TDX: Final = 0x00000081
 ATTESTATION_KEY_ECDSA_P256: Final = 2
 INTEL_QE_VENDOR_ID: Final = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
 
-BODY_SGX_ENCLAVE: Final = 1
-BODY_TD_REPORT10: Final = 2
-BODY_TD_REPORT15: Final = 3
-
 CERT_PCK_CHAIN: Final = 5
 CERT_QE_REPORT: Final = 6
-
-# TD attributes (little-endian u64): bit 0 DEBUG, bit 28 SEPT_VE_DISABLE.
-TD_ATTRIBUTE_DEBUG: Final = 1 << 0
-TD_ATTRIBUTE_SEPT_VE_DISABLE: Final = 1 << 28
 
 
 class _Reader:
@@ -92,8 +108,8 @@ class QuoteHeader:
     user_data: bytes
 
     def __post_init__(self) -> None:
-        _check("qe_vendor_id", self.qe_vendor_id, 16)
-        _check("user_data", self.user_data, 20)
+        _check("qe_vendor_id", self.qe_vendor_id, layout.HEADER_QE_VENDOR_ID.size)
+        _check("user_data", self.user_data, layout.HEADER_USER_DATA.size)
 
     def to_bytes(self) -> bytes:
         """The header's 48 bytes. Raises struct.error for out-of-range integers."""
@@ -114,25 +130,35 @@ class QuoteHeader:
     def parse(cls, data: bytes) -> QuoteHeader:
         """Parse 48 header bytes; raises QuoteFormatError when short."""
         r = _Reader(data, "quote header")
-        version, key_type, tee_type, qe_svn, pce_svn = struct.unpack("<HHIHH", r.take(12, "header"))
+        version, key_type, tee_type, qe_svn, pce_svn = struct.unpack(
+            "<HHIHH", r.take(layout.HEADER_QE_VENDOR_ID.offset, "header")
+        )
+        vendor, user = layout.HEADER_QE_VENDOR_ID, layout.HEADER_USER_DATA
         return cls(
             version,
             key_type,
             tee_type,
             qe_svn,
             pce_svn,
-            r.take(16, "qe_vendor_id"),
-            r.take(20, "user_data"),
+            r.take(vendor.size, vendor.name),
+            r.take(user.size, user.name),
         )
 
 
+# The simulator's attribute name of each TD report field the layout names otherwise.
+_ATTRIBUTE_NAMES: Final = {
+    "mrseam": "mr_seam",
+    "mrsignerseam": "mr_signer_seam",
+    "mrtd": "mr_td",
+    "mrconfigid": "mr_config_id",
+    "mrowner": "mr_owner",
+    "mrownerconfig": "mr_owner_config",
+}
 # The TDX 1.0 TD report fields in order, with their sizes (a 1.5 report appends two).
-_TD_REPORT10_FIELDS: Final = (
-    ("tee_tcb_svn", 16), ("mr_seam", 48), ("mr_signer_seam", 48), ("seam_attributes", 8),
-    ("td_attributes", 8), ("xfam", 8), ("mr_td", 48), ("mr_config_id", 48),
-    ("mr_owner", 48), ("mr_owner_config", 48), ("rtmr0", 48), ("rtmr1", 48),
-    ("rtmr2", 48), ("rtmr3", 48), ("report_data", 64),
-)  # fmt: skip
+_TD_REPORT10_FIELDS: Final = tuple(
+    (_ATTRIBUTE_NAMES.get(f.name, f.name), f.size) for f in layout.TD_REPORT10_FIELDS
+)
+_TD_REPORT15_EXTRA: Final = tuple((f.name, f.size) for f in layout.TD_REPORT15_EXTRA_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +188,9 @@ class TdReport:
             _check(name, getattr(self, name), size)
         if (self.tee_tcb_svn2 is None) != (self.mr_service_td is None):
             raise QuoteFormatError("a TDX 1.5 report needs both tee_tcb_svn2 and mr_service_td")
-        if self.tee_tcb_svn2 is not None and self.mr_service_td is not None:
-            _check("tee_tcb_svn2", self.tee_tcb_svn2, 16)
-            _check("mr_service_td", self.mr_service_td, 48)
+        if self.tee_tcb_svn2 is not None:
+            for name, size in _TD_REPORT15_EXTRA:
+                _check(name, getattr(self, name), size)
 
     @property
     def is_td15(self) -> bool:
@@ -207,8 +233,7 @@ class TdReport:
         r = _Reader(data, "TD report")
         values = {name: r.take(size, name) for name, size in _TD_REPORT10_FIELDS}
         if td15:
-            svn2 = r.take(16, "tee_tcb_svn2")
-            return cls(**values, tee_tcb_svn2=svn2, mr_service_td=r.take(48, "mr_service_td"))
+            values.update((name, r.take(size, name)) for name, size in _TD_REPORT15_EXTRA)
         return cls(**values)
 
 
@@ -459,11 +484,7 @@ def parse_quote(data: bytes) -> Quote:
     elif header.version == 5:
         body_type = r.u16("body type")
         size = r.u32("body size")
-        expected = {
-            BODY_SGX_ENCLAVE: ENCLAVE_REPORT_BYTES,
-            BODY_TD_REPORT10: TD_REPORT10_BYTES,
-            BODY_TD_REPORT15: TD_REPORT15_BYTES,
-        }.get(body_type)
+        expected = BODY_BYTES.get(body_type)
         if expected is None:
             raise QuoteVersionError(f"quote v5 body type {body_type} is not supported")
         if size != expected:

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tdx_boot_attest.agent import quote_layout as layout
 from tdx_boot_attest.agent.protocol import MAX_QUOTE_BYTES
 from tdx_boot_attest.server.collateral_cache import import_collateral
 from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker
@@ -20,7 +21,8 @@ from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, get_nonce, post_quote
 from tests.support.sim_server import SimServer, sim_server
 
-RTMR_OFFSETS = {"mrtd": 184, "rtmr0": 376, "rtmr1": 424, "rtmr2": 472, "rtmr3": 520}
+# A v4 quote: the header, the TD 1.0 report body, then the signature data.
+SIGNED_BYTES = layout.HEADER_BYTES + layout.TD_REPORT10_BYTES
 
 
 @pytest.fixture
@@ -103,13 +105,17 @@ def test_public_key_differs_from_reportdata(srv: SimServer) -> None:
 
 def test_corrupt_quote(srv: SimServer) -> None:
     quote, nonce, key = honest_quote(srv)
-    corrupt = quote[:640] + secrets.token_bytes(len(quote) - 640)
+    # Header and body intact, the signature data (from its size field on) random.
+    keep = SIGNED_BYTES + 8
+    corrupt = quote[:keep] + secrets.token_bytes(len(quote) - keep)
     assert_refused(post_quote(srv.client, corrupt, key, nonce.hex()), 422, "quote_malformed")
 
 
 def test_truncated_quote(srv: SimServer) -> None:
     quote, nonce, key = honest_quote(srv)
-    assert_refused(post_quote(srv.client, quote[:700], key, nonce.hex()), 422, "quote_malformed")
+    assert_refused(
+        post_quote(srv.client, quote[: SIGNED_BYTES + 68], key, nonce.hex()), 422, "quote_malformed"
+    )
 
 
 def test_oversized_quote(srv: SimServer) -> None:
@@ -165,7 +171,8 @@ def test_unsupported_kem(srv: SimServer) -> None:
 
 def test_unsupported_quote_version(srv: SimServer) -> None:
     quote, nonce, key = honest_quote(srv)
-    version3 = (3).to_bytes(2, "little") + quote[2:]
+    version = layout.HEADER_VERSION
+    version3 = quote[: version.offset] + (3).to_bytes(version.size, "little") + quote[version.end :]
     response = post_quote(srv.client, version3, key, nonce.hex())
     assert_refused(response, 403, "quote_version_unsupported")
 
@@ -177,7 +184,8 @@ def test_quote_version_5_is_accepted(srv: SimServer) -> None:
 
 def test_sgx_like_quote_is_not_tdx(srv: SimServer) -> None:
     quote, nonce, key = honest_quote(srv)
-    sgx = quote[:4] + bytes(4) + quote[8:]
+    tee = layout.HEADER_TEE_TYPE
+    sgx = quote[: tee.offset] + layout.TEE_TYPE_SGX.to_bytes(tee.size, "little") + quote[tee.end :]
     assert_refused(post_quote(srv.client, sgx, key, nonce.hex()), 403, "not_tdx")
 
 
@@ -187,7 +195,7 @@ def test_sgx_like_quote_is_not_tdx(srv: SimServer) -> None:
 def test_bad_signature(srv: SimServer) -> None:
     quote, nonce, key = honest_quote(srv)
     forged = bytearray(quote)
-    forged[RTMR_OFFSETS["rtmr2"]] ^= 0x01
+    forged[layout.body_offset(4) + layout.TD_REPORT_FIELD["rtmr2"].offset] ^= 0x01
     response = post_quote(srv.client, bytes(forged), key, nonce.hex())
     assert_refused(response, 403, "quote_signature_invalid")
 

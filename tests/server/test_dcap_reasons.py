@@ -15,6 +15,7 @@ from pathlib import Path
 import dcap_qvl
 import pytest
 
+from tdx_boot_attest.agent import quote_layout as layout
 from tdx_boot_attest.agent.protocol import Reason
 from tdx_boot_attest.server.dcap import reason_for, verify_dcap
 from tdx_boot_attest.server.errors import ServerError
@@ -24,14 +25,14 @@ from tdx_boot_attest.tdxsim.state import SimState
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 REPORT_DATA = bytes(range(64))
-# Offsets in a v4 quote: header (48) + TD report (584), then the signature data: the
-# quote signature (4 + 64), the attestation key (64), certification data type and size
-# (6), then the QE report (384) and its signature (64).
-SIGNATURE_DATA = 48 + 584
+# Offsets in a v4 quote: header + TD report, then the signature data: the quote
+# signature (4 + 64), the attestation key (64), certification data type and size (6),
+# then the QE report and its signature (64).
+SIGNATURE_DATA = layout.HEADER_BYTES + layout.TD_REPORT10_BYTES
 ATTESTATION_KEY = SIGNATURE_DATA + 4 + 64
 QE_REPORT = ATTESTATION_KEY + 64 + 6
-QE_REPORT_SIGNATURE = QE_REPORT + 384
-SEPT_VE_DISABLE = 1 << 28
+QE_REPORT_SIGNATURE = QE_REPORT + layout.ENCLAVE_REPORT_BYTES
+SEPT_VE_DISABLE = layout.TD_ATTRIBUTE_SEPT_VE_DISABLE
 
 
 @dataclass
