@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,9 +19,9 @@ from tdx_boot_attest.server.collateral import CollateralFetcher
 from tdx_boot_attest.server.context import ServerContext
 from tdx_boot_attest.server.db.availability import as_unavailable
 from tdx_boot_attest.server.dependencies import get_context
-from tdx_boot_attest.server.errors import ServerError
+from tdx_boot_attest.server.errors import ServerError, error_body
 from tdx_boot_attest.server.health import Readiness
-from tdx_boot_attest.server.routers import ROUTER_MODULES
+from tdx_boot_attest.server.routers import ROUTERS
 from tdx_boot_attest.server.settings import Settings
 
 LOG = logging.getLogger("tdx_attest.server")
@@ -45,7 +43,6 @@ def create_app(
     collateral_fetcher: CollateralFetcher | None = None,
     *,
     engine: Engine | None = None,
-    router_modules: Sequence[str] = ROUTER_MODULES,
 ) -> FastAPI:
     """Build the server application.
 
@@ -58,10 +55,8 @@ def create_app(
         description="Attestation-gated LUKS key release for Intel TDX VMs (Servers API).",
     )
     app.state.ctx = ctx
-    for module_name in router_modules:
-        module = _import_router_module(module_name)
-        if module is not None:
-            app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_api_route("/metrics", _metrics_endpoint(ctx), methods=["GET"], include_in_schema=False)
@@ -84,23 +79,6 @@ def create_app_from_environment() -> FastAPI:
     app = create_app(settings)
     tune_garbage_collector()
     return app
-
-
-def _import_router_module(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            return None
-        raise
-
-
-def error_body(
-    reason: Reason | str, message: str, details: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The JSON body of every refusal (plus structured ``details`` keys). Raises nothing."""
-    code = Reason(reason).value
-    return {**(details or {}), "detail": f"{code}: {message}", "reason": code, "message": message}
 
 
 def _install_error_handlers(app: FastAPI) -> None:

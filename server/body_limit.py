@@ -6,6 +6,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tdx_boot_attest.agent.protocol import Reason
+from tdx_boot_attest.server.errors import error_body
 
 
 class BodyLimit:
@@ -52,8 +53,6 @@ class BodyLimit:
         await self.app(scope, _replay([whole], receive), send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from tdx_boot_attest.server.app import error_body
-
         path = str(scope.get("path", ""))
         reason = Reason.QUOTE_TOO_LARGE if path.endswith("attestation") else Reason.REQUEST_INVALID
         response = JSONResponse(

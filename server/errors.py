@@ -7,6 +7,14 @@ from typing import Any, ClassVar
 from tdx_boot_attest.agent.protocol import Reason
 
 
+def error_body(
+    reason: Reason | str, message: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The JSON body of every refusal (plus structured ``details`` keys). Raises nothing."""
+    code = Reason(reason).value
+    return {**(details or {}), "detail": f"{code}: {message}", "reason": code, "message": message}
+
+
 class ServerError(Exception):
     """Root of the server's deliberate errors: a stable ``reason`` and a client-safe message."""
 
@@ -97,13 +105,6 @@ class RetryLater(ServerError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
-
-
-class RateLimited(RetryLater):
-    """Too many requests: 429."""
-
-    status_code = 429
-    default_reason = Reason.RATE_LIMITED
 
 
 class CollateralUnavailable(RetryLater):

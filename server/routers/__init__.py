@@ -1,6 +1,7 @@
-"""One router module per resource; ``ROUTER_MODULES`` lists those the app mounts, in order."""
+"""One router module per resource; ``ROUTERS`` lists those the app mounts, in order."""
 
-ROUTER_MODULES: tuple[str, ...] = (
-    "tdx_boot_attest.server.routers.boot",
-    "tdx_boot_attest.server.routers.servers",
-)
+from fastapi import APIRouter
+
+from tdx_boot_attest.server.routers import boot, servers
+
+ROUTERS: tuple[APIRouter, ...] = (boot.router, servers.router)
