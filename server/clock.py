@@ -17,10 +17,3 @@ def rfc3339(moment: datetime) -> str:
     """Format an aware datetime as RFC 3339 UTC with a ``Z`` suffix. Raises nothing."""
     # isoformat, not strftime: it is several times cheaper, on every answer.
     return moment.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
-
-
-def as_utc(moment: datetime) -> datetime:
-    """``moment`` as an aware UTC datetime (naive values are taken as UTC). Raises nothing."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)

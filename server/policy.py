@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from tdx_boot_attest.agent.eventlog import Event, event_from_json
 from tdx_boot_attest.agent.protocol import Reason
@@ -69,11 +69,6 @@ class ApprovedImage:
     mrowner: str | None
     sealed_passphrase: bytes
     reference_events: str | None
-
-    @classmethod
-    def from_mapping(cls, row: Mapping[Any, Any]) -> ApprovedImage:
-        """Build from a row of the images table (extra columns are ignored). Raises KeyError."""
-        return cls(**{name: row[name] for name in cls.__slots__})
 
 
 APPROVED_IMAGE_COLUMNS = tuple(getattr(Image, name) for name in ApprovedImage.__slots__)
@@ -150,7 +145,6 @@ def match_image(
     quote: TdQuote,
     images: Sequence[ImageRecord],
     *,
-    runtime: bool = False,
     events: Sequence[Event] | None = None,
 ) -> ImageMatch:
     """The first active image whose profile the quote matches.
@@ -165,8 +159,7 @@ def match_image(
         raise AttestationRefused("no approved image is registered", Reason.NO_IMAGE_REGISTERED)
     closest: tuple[list[str], ImageRecord] | None = None
     for image in images:
-        profile = runtime_profile(image) if runtime else boot_profile(image)
-        differing = differing_registers(quote, profile)
+        differing = differing_registers(quote, boot_profile(image))
         if not differing:
             return ImageMatch(image=image)
         if closest is None or len(differing) < len(closest[0]):

@@ -219,11 +219,6 @@ class SimState:
         return self.pki.root.der
 
     @property
-    def root_ca_pem(self) -> bytes:
-        """The simulated root CA certificate (PEM). Raises nothing."""
-        return self.pki.root.pem
-
-    @property
     def fmspc(self) -> bytes:
         """The platform's FMSPC (6 bytes). Raises nothing."""
         return self._fmspc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from scalecodec.utils.ss58 import ss58_decode, ss58_encode
+from scalecodec.utils.ss58 import ss58_decode
 
 from tdx_boot_attest.server.auth.errors import AuthenticationError
 
@@ -32,10 +32,3 @@ def hotkey_public_key(address: str) -> bytes:
     if len(public_key) != SR25519_PUBLIC_KEY_BYTES:
         raise AuthenticationError("X-Chutes-Hotkey does not encode a 32-byte sr25519 public key")
     return public_key
-
-
-def hotkey_address(public_key: bytes, ss58_format: int = DEFAULT_SS58_FORMAT) -> str:
-    """Encode a 32-byte sr25519 public key as an SS58 address; raises ValueError on bad input."""
-    if len(public_key) != SR25519_PUBLIC_KEY_BYTES:
-        raise ValueError("an sr25519 public key is 32 bytes")
-    return str(ss58_encode(public_key, ss58_format))

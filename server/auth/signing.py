@@ -63,12 +63,3 @@ def signature_is_valid(public_key: bytes, message: bytes, signature: bytes) -> b
         return bool(sr25519.verify(signature, message, public_key))
     except (ValueError, TypeError):
         return False
-
-
-def sign_message(keypair: tuple[bytes, bytes], message: bytes) -> str:
-    """Sign ``message`` with an sr25519 ``(public, secret)`` key pair; return hex.
-
-    For clients and tests. Raises ValueError for a malformed key pair.
-    """
-    signature = sr25519.sign(keypair, message)
-    return bytes(signature).hex()

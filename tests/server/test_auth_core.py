@@ -16,7 +16,7 @@ from tdx_boot_attest.server.auth import (
     RequestTarget,
     parse_credentials,
 )
-from tdx_boot_attest.server.auth.hotkey import hotkey_address, hotkey_public_key
+from tdx_boot_attest.server.auth.hotkey import hotkey_public_key
 from tdx_boot_attest.server.auth.signing import (
     PURPOSE,
     parse_signature,
@@ -24,7 +24,7 @@ from tdx_boot_attest.server.auth.signing import (
     signing_message,
 )
 from tdx_boot_attest.server.auth.tokens import new_token, token_digest
-from tests.support.miner_keys import MinerKey
+from tests.support.miner_keys import MinerKey, hotkey_address
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 NOW_S = int(NOW.timestamp())

@@ -8,10 +8,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import sr25519
+from scalecodec.utils.ss58 import ss58_encode
 
 from tdx_boot_attest.agent.protocol import SIGNATURE_SCOPE_HEADER, SignatureScope
-from tdx_boot_attest.server.auth.hotkey import hotkey_address
-from tdx_boot_attest.server.auth.signing import sign_message, signing_message
+from tdx_boot_attest.server.auth.hotkey import DEFAULT_SS58_FORMAT, SR25519_PUBLIC_KEY_BYTES
+from tdx_boot_attest.server.auth.signing import signing_message
+
+
+def hotkey_address(public_key: bytes, ss58_format: int = DEFAULT_SS58_FORMAT) -> str:
+    """Encode a 32-byte sr25519 public key as an SS58 address; raises ValueError on bad input."""
+    if len(public_key) != SR25519_PUBLIC_KEY_BYTES:
+        raise ValueError("an sr25519 public key is 32 bytes")
+    return str(ss58_encode(public_key, ss58_format))
+
+
+def sign_message(keypair: tuple[bytes, bytes], message: bytes) -> str:
+    """Sign ``message`` with an sr25519 ``(public, secret)`` key pair; return hex.
+
+    Raises ValueError for a malformed key pair.
+    """
+    signature = sr25519.sign(keypair, message)
+    return bytes(signature).hex()
 
 
 @dataclass(frozen=True)
