@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
-from tdx_boot_attest.agent import eventlog, protocol
+from tdx_boot_attest.agent import api, eventlog, protocol
+from tdx_boot_attest.agent.auth import BearerSigner
+from tdx_boot_attest.agent.identity import Identity
+from tdx_boot_attest.agent.runtime import attest_runtime, runtime_paths
 from tests.support.protocol_vectors import hex_bytes, vector
+from tests.support.scripted_http import Answer, ScriptedServer
 
 
 def test_report_data_v1() -> None:
@@ -73,3 +79,90 @@ def test_event_log_digests_and_replay() -> None:
     assert got == v["events"]
     assert [register.hex() for register in log.replay()] == v["rtmrs"]
     assert sorted(log.covered()) == v["covered_rtmrs"]
+
+
+class PlaceholderQuotes:
+    """Quotes the vector's placeholder bytes, recording the REPORTDATA asked for."""
+
+    def __init__(self, quote: bytes) -> None:
+        self.quote = quote
+        self.calls: list[bytes] = []
+
+    def get_quote(self, report_data: bytes) -> bytes:
+        self.calls.append(report_data)
+        return self.quote
+
+
+def test_boot_client_sends_the_published_request_and_opens_the_published_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    boot, request, release = (
+        vector("report_data_v2_boot"),
+        vector("boot_attestation_request"),
+        vector("key_release"),
+    )
+    hpke_key = x25519.X25519PrivateKey.from_private_bytes(hex_bytes(boot["hpke_private_key"]))
+    monkeypatch.setattr(
+        api, "new_key_pair", lambda kem: (hpke_key, hpke_key.public_key().public_bytes_raw())
+    )
+    identity = Identity(
+        ed25519.Ed25519PrivateKey.from_private_bytes(hex_bytes(boot["identity_private_key"])),
+        tmp_path / "identity.key",
+    )
+    server = ScriptedServer()
+    server.script(
+        "GET",
+        protocol.NONCE_PATH,
+        Answer(200, {"nonce": boot["nonce"], "expires_at": "2030-01-01T00:00:00Z"}),
+    )
+    server.script(
+        request["method"],
+        request["path"],
+        Answer(
+            200,
+            {
+                "attestation_id": "att-1",
+                "image": "golden",
+                "verified_at": "2030-01-01T00:00:00Z",
+                "sealed_key": release["sealed_key"],
+            },
+        ),
+    )
+    quotes = PlaceholderQuotes(hex_bytes(request["quote"]))
+    log = protocol.b64decode(vector("event_log")["log_base64"], "event_log")
+    with server.running():
+        client = api.BootClient(
+            server.url, api.make_session(None), quotes, identity=identity, event_log=log
+        )
+        key = client.fetch_key(30)
+    assert [call.hex() for call in quotes.calls] == [boot["report_data"]]
+    post = server.requests[-1]
+    assert (post.method, post.path) == (request["method"], request["path"])
+    assert {k: post.headers[k] for k in request["headers"]} == request["headers"]
+    assert post.body.decode() == request["body"]
+    assert bytes(key.key).hex() == release["passphrase"]
+
+
+def test_runtime_attestation_sends_the_published_request() -> None:
+    runtime, request = vector("report_data_v2_runtime"), vector("runtime_attestation_request")
+    identity = Identity(
+        ed25519.Ed25519PrivateKey.from_private_bytes(hex_bytes(runtime["identity_private_key"])),
+        Path("/run/tdx-boot-attest/identity.key"),
+    )
+    nonce_path, attestation_path = runtime_paths(runtime["server_id"])
+    assert attestation_path == request["path"]
+    server = ScriptedServer()
+    server.script(
+        "GET",
+        nonce_path,
+        Answer(200, {"nonce": runtime["nonce"], "expires_at": "2030-01-01T00:00:00Z"}),
+    )
+    server.script(request["method"], request["path"], Answer(200, {"status": "ok"}))
+    quotes = PlaceholderQuotes(base64.b64decode(runtime["quote_base64"]))
+    with server.running():
+        client = api.BootClient(server.url, api.make_session(None), quotes)
+        attest_runtime(client, BearerSigner("token"), identity, runtime["server_id"], 30)
+    assert [call.hex() for call in quotes.calls] == [runtime["report_data"]]
+    post = server.requests[-1]
+    assert (post.method, post.path) == (request["method"], request["path"])
+    assert post.body.decode() == request["body"]
