@@ -16,6 +16,9 @@ from hypothesis import settings
 
 from tests.support.memory import memory_directory
 
+# Fixtures shared by several test folders: the two databases, the simulated fleet.
+pytest_plugins = ("tests.support.databases", "tests.support.fleet_fixtures")
+
 settings.register_profile("local", deadline=None)
 settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
 

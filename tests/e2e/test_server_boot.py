@@ -15,12 +15,6 @@ import pytest
 from tdx_boot_attest.tdxsim.profile import Profile
 from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, expected_report_data, get_nonce, post_quote
-from tests.support.databases import (  # noqa: F401 - pytest fixtures
-    database_url,
-    db_kind,
-    postgres_database_url,
-    sqlite_template,
-)
 from tests.support.live_server import free_port, live_server
 
 pytestmark = pytest.mark.slow
@@ -38,7 +32,7 @@ def _secret_forms(secret: bytes) -> list[str]:
 
 def test_boot_unlock_and_refusals_with_clean_logs(
     tmp_path: Path,
-    database_url: str,  # noqa: F811 - the imported fixture
+    database_url: str,
     sim: SimState,
 ) -> None:
     golden = tmp_path / "golden.quote"
@@ -111,7 +105,7 @@ def _boot(
 
 def test_openapi_matches_contract(
     tmp_path: Path,
-    database_url: str,  # noqa: F811 - the imported fixture
+    database_url: str,
     sim: SimState,
 ) -> None:
     with live_server(tmp_path / "srv", database_url, trust_root=sim.path / "root_ca.der") as server:
@@ -157,7 +151,7 @@ def pcs_process(sim: SimState) -> Iterator[str]:
 
 def test_collateral_fetched_from_tdxsim_pcs_process(
     tmp_path: Path,
-    database_url: str,  # noqa: F811 - the imported fixture
+    database_url: str,
     sim: SimState,
     pcs_process: str,
 ) -> None:

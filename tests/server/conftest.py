@@ -9,19 +9,6 @@ from pathlib import Path
 import pytest
 
 from tdx_boot_attest.tdxsim.state import SimState
-from tests.support.databases import (  # noqa: F401 - pytest fixtures
-    database_url,
-    db_kind,
-    postgres_database_url,
-    sqlite_template,
-)
-from tests.support.fleet_fixtures import (  # noqa: F401 - fixtures
-    alice,
-    bob,
-    fleet,
-    make_fleet,
-    sim_state,
-)
 from tests.support.sim_server import PASSPHRASE_PREFIX
 
 

@@ -1,7 +1,7 @@
 """Test databases: a migrated SQLite file per test, a fresh PostgreSQL database per session.
 
-Import the fixtures into a conftest (``from tests.support.databases import *``-style, by
-name) to get ``database_url`` parametrized over ["sqlite", "postgres"].
+tests/conftest.py loads this module as a pytest plugin: every test may ask for
+``database_url``, parametrized over ["sqlite", "postgres"].
 """
 
 from __future__ import annotations

@@ -39,7 +39,9 @@ BOOT_TIMEOUT = 420.0
 MEMORY = f"{qemu.MEMORY_MB}M"
 MANIFEST_FW_CFG = "opt/tdxsim/manifest"
 
-FIGURES_FILE = images.REPO_ROOT / "build" / "vm" / "figures.json"
+# The boots' figures (sizes, timings) go next to the session's VM files, in pytest's
+# temporary directory (``--basetemp`` chooses it), never into the source tree.
+FIGURES_NAME = "figures.json"
 
 
 class Attempt(NamedTuple):
@@ -179,7 +181,5 @@ def vm_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmWorld]:
             agent_conf, platform_file, passphrase,
         )  # fmt: skip
         yield world
-        FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
-        previous = json.loads(FIGURES_FILE.read_text()) if FIGURES_FILE.exists() else {}
-        previous.update(world.figures)
-        FIGURES_FILE.write_text(json.dumps(previous, indent=2, sort_keys=True) + "\n")
+        figures_file = root / FIGURES_NAME
+        figures_file.write_text(json.dumps(world.figures, indent=2, sort_keys=True) + "\n")
