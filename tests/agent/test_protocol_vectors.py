@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
-from tdx_boot_attest.agent import api, eventlog, protocol
+from tdx_boot_attest.agent import eventlog, http_client, protocol
 from tdx_boot_attest.agent.auth import BearerSigner
 from tdx_boot_attest.agent.identity import Identity
 from tdx_boot_attest.agent.runtime import attest_runtime, runtime_paths
@@ -103,7 +103,9 @@ def test_boot_client_sends_the_published_request_and_opens_the_published_key(
     )
     hpke_key = x25519.X25519PrivateKey.from_private_bytes(hex_bytes(boot["hpke_private_key"]))
     monkeypatch.setattr(
-        api, "new_key_pair", lambda kem: (hpke_key, hpke_key.public_key().public_bytes_raw())
+        http_client,
+        "new_key_pair",
+        lambda kem: (hpke_key, hpke_key.public_key().public_bytes_raw()),
     )
     identity = Identity(
         ed25519.Ed25519PrivateKey.from_private_bytes(hex_bytes(boot["identity_private_key"])),
@@ -131,8 +133,8 @@ def test_boot_client_sends_the_published_request_and_opens_the_published_key(
     quotes = PlaceholderQuotes(hex_bytes(request["quote"]))
     log = protocol.b64decode(vector("event_log")["log_base64"], "event_log")
     with server.running():
-        client = api.BootClient(
-            server.url, api.make_session(None), quotes, identity=identity, event_log=log
+        client = http_client.BootClient(
+            server.url, http_client.make_session(None), quotes, identity=identity, event_log=log
         )
         key = client.fetch_key(30)
     assert [call.hex() for call in quotes.calls] == [boot["report_data"]]
@@ -160,7 +162,7 @@ def test_runtime_attestation_sends_the_published_request() -> None:
     server.script(request["method"], request["path"], Answer(200, {"status": "ok"}))
     quotes = PlaceholderQuotes(base64.b64decode(runtime["quote_base64"]))
     with server.running():
-        client = api.BootClient(server.url, api.make_session(None), quotes)
+        client = http_client.BootClient(server.url, http_client.make_session(None), quotes)
         attest_runtime(client, BearerSigner("token"), identity, runtime["server_id"], 30)
     assert [call.hex() for call in quotes.calls] == [runtime["report_data"]]
     post = server.requests[-1]

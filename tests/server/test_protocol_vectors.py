@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from tdx_boot_attest.agent.protocol import Kem
-from tdx_boot_attest.server.boot_attestation import _step9_check_report_data
+from tdx_boot_attest.server.boot_attestation import _step10_check_report_data
 from tdx_boot_attest.server.errors import AttestationRefused
 from tdx_boot_attest.server.event_evidence import decode_event_log_field, parse_event_log_field
 from tdx_boot_attest.server.identity_binding import (
@@ -67,9 +67,9 @@ def test_boot_report_data_v2_is_accepted_and_a_changed_one_refused() -> None:
     nonce, public_key = hex_bytes(v["nonce"]), hex_bytes(v["hpke_public_key"])
     identity_key = hex_bytes(v["identity_public_key"])
     report_data = hex_bytes(v["report_data"])
-    _step9_check_report_data(quote_with(report_data), nonce, Kem.X25519, public_key, identity_key)
+    _step10_check_report_data(quote_with(report_data), nonce, Kem.X25519, public_key, identity_key)
     with pytest.raises(AttestationRefused) as refused:
-        _step9_check_report_data(
+        _step10_check_report_data(
             quote_with(flip_last_bit(report_data)), nonce, Kem.X25519, public_key, identity_key
         )
     assert refused.value.reason == "report_data_mismatch"
@@ -79,7 +79,7 @@ def test_boot_report_data_v1_is_accepted() -> None:
     v = vector("report_data_v1")
     quote = quote_with(hex_bytes(v["report_data"]))
     nonce, public_key = hex_bytes(v["nonce"]), hex_bytes(v["hpke_public_key"])
-    _step9_check_report_data(quote, nonce, Kem.X25519, public_key, None)
+    _step10_check_report_data(quote, nonce, Kem.X25519, public_key, None)
 
 
 def test_runtime_binding_and_signature_are_accepted() -> None:
