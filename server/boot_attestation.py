@@ -24,13 +24,9 @@ from tdx_boot_attest.agent.protocol import (
     nonce_from_hex,
     parse_kem,
 )
-from tdx_boot_attest.server.bookkeeping import (
-    NO_BOOKKEEPING,
-    Bookkeeping,
-    check_bookkeeping,
-    storable_text,
-)
-from tdx_boot_attest.server.boot_store import NonceSpend
+from tdx_boot_attest.server.audit import attempt_record
+from tdx_boot_attest.server.bookkeeping import NO_BOOKKEEPING, Bookkeeping, check_bookkeeping
+from tdx_boot_attest.server.boot_store import BootAttemptRecord, NonceSpend
 from tdx_boot_attest.server.context import ServerContext
 from tdx_boot_attest.server.db.availability import unavailable_as_503
 from tdx_boot_attest.server.dcap import DcapVerdict, verify_dcap
@@ -57,7 +53,6 @@ from tdx_boot_attest.server.quote import TdQuote, parse_td_quote
 ATTESTATION_LOG = logging.getLogger("tdx_attest.attestation")
 # Base64 of MAX_QUOTE_BYTES, plus padding: longer text is refused before decoding.
 MAX_QUOTE_BASE64_CHARS = 4 * ((MAX_QUOTE_BYTES + 2) // 3)
-CLIENT_IP_MAX_CHARS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,46 +313,37 @@ def _finish(
     started: float,
     refusal: ServerError | None,
 ) -> None:
-    latency = time.perf_counter() - started
-    verdict = "accepted" if refusal is None else "refused"
-    reason = None if refusal is None else refusal.reason.value
-    quote = attempt.quote
-    image_name = attempt.image.name if attempt.image is not None else None
-    row = dict(
-        id=attempt.id,
-        created_at=now,
-        verdict=verdict,
-        reason=reason,
-        message=None if refusal is None else storable_text(refusal.message),
-        client_ip=storable_text(request.client_ip, CLIENT_IP_MAX_CHARS),
-        nonce=attempt.nonce,
-        image_id=attempt.image.id if attempt.image is not None else None,
-        image_name=image_name,
-        quote=attempt.quote_raw,
-        tcb_status=attempt.dcap.tcb_status if attempt.dcap else None,
+    image = attempt.image
+    record = BootAttemptRecord(
+        attempt=attempt_record(
+            attempt_id=attempt.id,
+            now=now,
+            refusal=refusal,
+            client_ip=request.client_ip,
+            nonce=attempt.nonce,
+            image_name=image.name if image is not None else None,
+            quote_raw=attempt.quote_raw,
+            quote=attempt.quote,
+            dcap=attempt.dcap,
+            event_log_raw=attempt.event_log_raw,
+            identity_key=attempt.identity_key.hex() if attempt.identity_key is not None else None,
+        ),
+        image_id=image.id if image is not None else None,
         advisory_ids=json.dumps(list(attempt.dcap.advisory_ids)) if attempt.dcap else None,
-        event_log=attempt.event_log_raw,
-        differences=_differences_json(refusal),
-        identity_key=attempt.identity_key.hex() if attempt.identity_key is not None else None,
-        mrtd=quote.mrtd if quote else None,
-        rtmr0=quote.rtmrs[0] if quote else None,
-        rtmr1=quote.rtmrs[1] if quote else None,
-        rtmr2=quote.rtmrs[2] if quote else None,
-        rtmr3=quote.rtmrs[3] if quote else None,
         public_key_sha256=attempt.public_key_sha256,
         kem=attempt.kem,
         vm_name=attempt.bookkeeping.vm_name,
         bookkeeping=attempt.bookkeeping.json_text,
-        latency_ms=latency * 1000,
+        latency_ms=(time.perf_counter() - started) * 1000,
     )
-    _record(ctx, request, attempt, row, now=now, started=started, refusal=refusal)
+    _record(ctx, request, attempt, record, now=now, started=started, refusal=refusal)
 
 
 def _record(
     ctx: ServerContext,
     request: BootRequest,
     attempt: _Attempt,
-    row: dict[str, Any],
+    record: BootAttemptRecord,
     *,
     now: datetime,
     started: float,
@@ -369,14 +355,13 @@ def _record(
     nonce first; nothing is released then.
     """
     if attempt.spend is None:
-        ctx.boot_store.record_attempt(row)
+        ctx.boot_store.record_attempt(record)
         _count_and_log(ctx, request, attempt, started=started, refusal=refusal)
         return
     try:
-        ctx.boot_store.spend_nonce_and_record(attempt.spend, row, now)
+        ctx.boot_store.spend_nonce_and_record(attempt.spend, record, now)
     except NonceRejected as used:
-        row.update(verdict="refused", reason=used.reason.value, message=used.message)
-        ctx.boot_store.record_attempt(row)
+        ctx.boot_store.record_attempt(record.refused(used))
         _count_and_log(ctx, request, attempt, started=started, refusal=used)
         raise
     _count_and_log(ctx, request, attempt, started=started, refusal=refusal)
@@ -406,13 +391,6 @@ def _count_and_log(
         latency_seconds=latency,
         attestation_id=recorded.id if recorded is not None else None,
     )
-
-
-def _differences_json(refusal: ServerError | None) -> str | None:
-    """The structured explanation of a refusal, as stored with the attempt."""
-    if refusal is None or "differences" not in refusal.details:
-        return None
-    return json.dumps(refusal.details["differences"], sort_keys=True)
 
 
 def log_attestation(

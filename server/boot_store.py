@@ -12,11 +12,11 @@ ORM stores them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 from sqlalchemy import (
     ClauseElement,
@@ -31,15 +31,63 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tdx_boot_attest.agent.protocol import Reason
+from tdx_boot_attest.server.audit import AttemptRecord
 from tdx_boot_attest.server.db.base import Base
 from tdx_boot_attest.server.db.models import BootAttestation, Image, SpentNonce
-from tdx_boot_attest.server.errors import NonceRejected
-from tdx_boot_attest.server.nonces import BOOT_SCOPE, CONSUME_STATEMENT, LOOK_UP_STATEMENT
-from tdx_boot_attest.server.policy import APPROVED_IMAGE_COLUMNS, ApprovedImage
+from tdx_boot_attest.server.errors import ServerError
+from tdx_boot_attest.server.nonces import (
+    BOOT_SCOPE,
+    CONSUME_STATEMENT,
+    LOOK_UP_STATEMENT,
+    check_nonce_spendable,
+    purge_nonces,
+    refuse_unusable_nonce,
+)
+from tdx_boot_attest.server.policy import ApprovedImage
 
 _ATTEMPTS = Base.metadata.tables[BootAttestation.__tablename__]
 _SPENT = Base.metadata.tables[SpentNonce.__tablename__]
+# Each column labelled with its ApprovedImage field: rows are read by name, not position.
+_IMAGE_COLUMNS = [getattr(Image, field.name).label(field.name) for field in fields(ApprovedImage)]
+
+
+@dataclass(frozen=True, slots=True)
+class BootAttemptRecord:
+    """One boot_attestations row: the shared audit record and what only a boot records."""
+
+    attempt: AttemptRecord
+    image_id: int | None
+    advisory_ids: str | None
+    public_key_sha256: str | None
+    kem: str | None
+    vm_name: str | None
+    bookkeeping: str | None
+    latency_ms: float
+
+    @property
+    def verdict(self) -> str:
+        """``accepted`` or ``refused``, as the verdict column stores it. Raises nothing."""
+        return "accepted" if self.attempt.accepted else "refused"
+
+    def refused(self, refusal: ServerError) -> BootAttemptRecord:
+        """The same attempt, refused for ``refusal``. Raises nothing."""
+        return replace(self, attempt=self.attempt.refused(refusal))
+
+    def row(self) -> dict[str, Any]:
+        """Column name -> value of the row (``created_at`` aware). Raises nothing."""
+        row = self.attempt.columns()
+        row["verdict"] = self.verdict
+        for field in fields(self):
+            if field.name != "attempt":
+                row[field.name] = getattr(self, field.name)
+        return row
+
+
+class _StoredNonce(NamedTuple):
+    """A row of the ``nonces`` table, as the spend checks read it."""
+
+    expires_at: datetime
+    consumed_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +111,7 @@ def _statements(dialect_name: str) -> dict[str, tuple[ClauseElement, list[str] |
         "consume": (CONSUME_STATEMENT, None),
         "look_up": (LOOK_UP_STATEMENT, None),
         "images": (
-            select(*APPROVED_IMAGE_COLUMNS).where(Image.retired_at.is_(None)).order_by(Image.id),
+            select(*_IMAGE_COLUMNS).where(Image.retired_at.is_(None)).order_by(Image.id),
             None,
         ),
         "record": (insert(_ATTEMPTS), [column.name for column in _ATTEMPTS.columns]),
@@ -190,8 +238,8 @@ class BootStore:
         """The images attestations are matched against. Raises the driver's errors."""
         with self._cursor(transaction=False) as cursor:
             cursor.execute(self._sql["images"])
-            rows = cursor.fetchall()
-        return [ApprovedImage(*row) for row in rows]
+            rows = _named_rows(cursor, cursor.fetchall())
+        return [ApprovedImage(**row) for row in rows]
 
     def look_up_stored_nonce(self, nonce_hex: str, scope: str, now: datetime) -> datetime:
         """The expiry of a nonce issued into the ``nonces`` table, if it can still be spent.
@@ -202,14 +250,18 @@ class BootStore:
         params = {"wanted": nonce_hex, "wanted_scope": scope, "now": self.timestamp(now)}
         with self._cursor(transaction=False) as cursor:
             cursor.execute(self._sql["look_up"], params)
-            row = cursor.fetchone()
-        if row is None or row[1] is not None or self._expired(row[0], now):
-            _raise_for_unusable(row)
-        expires_at: datetime = self._as_datetime(row[0])
-        return expires_at
+            rows = _named_rows(cursor, cursor.fetchall())
+        if not rows:
+            refuse_unusable_nonce(None)
+        state = _StoredNonce(
+            expires_at=self._as_datetime(rows[0]["expires_at"]),
+            consumed_at=rows[0]["consumed_at"],
+        )
+        check_nonce_spendable(state, now)
+        return state.expires_at
 
     def spend_nonce_and_record(
-        self, spend: NonceSpend, row: Mapping[str, Any], now: datetime
+        self, spend: NonceSpend, record: BootAttemptRecord, now: datetime
     ) -> None:
         """Spend the nonce and insert the attempt's row, in one transaction.
 
@@ -217,7 +269,7 @@ class BootStore:
         (nonce_used) when it was already spent (nothing is written), and the driver's
         errors if the database fails (nothing is written either).
         """
-        params = self._row_params(row)
+        params = self._row_params(record)
         if not spend.stored and "spend_and_record" in self._sql:
             with self._cursor(transaction=False) as cursor:
                 cursor.execute(
@@ -230,7 +282,7 @@ class BootStore:
                     },
                 )
                 if cursor.rowcount != 1:
-                    raise NonceRejected("nonce has already been used", Reason.NONCE_USED)
+                    _refuse_spent(spend, now)
             return
         with self._cursor(transaction=True) as cursor:
             if spend.stored:
@@ -254,17 +306,25 @@ class BootStore:
                 )
                 spent = cursor.rowcount == 1
             if not spent:
-                raise NonceRejected("nonce has already been used", Reason.NONCE_USED)
+                _refuse_spent(spend, now)
             cursor.execute(self._sql["record"], params)
 
-    def record_attempt(self, row: Mapping[str, Any]) -> None:
-        """Insert one boot_attestations row (``created_at`` aware). Raises the driver's errors."""
+    def record_attempt(self, record: BootAttemptRecord) -> None:
+        """Insert one boot_attestations row. Raises the driver's errors."""
         with self._cursor(transaction=False) as cursor:
-            cursor.execute(self._sql["record"], self._row_params(row))
+            cursor.execute(self._sql["record"], self._row_params(record))
 
-    def _row_params(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        params = dict(row)
-        params["created_at"] = self.timestamp(row["created_at"])
+    def purge_expired_nonces(self, now: datetime) -> int:
+        """Delete nonces (stored or spent) long expired; return the count.
+
+        Raises SQLAlchemy errors.
+        """
+        with self._engine.begin() as conn:
+            return purge_nonces(conn, now)
+
+    def _row_params(self, record: BootAttemptRecord) -> dict[str, Any]:
+        params = record.row()
+        params["created_at"] = self.timestamp(record.attempt.created_at)
         return params
 
     def _as_datetime(self, value: Any) -> datetime:
@@ -273,13 +333,13 @@ class BootStore:
         moment: datetime = value
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
-    def _expired(self, expires_at: Any, now: datetime) -> bool:
-        return self._as_datetime(expires_at) <= now
+
+def _refuse_spent(spend: NonceSpend, now: datetime) -> NoReturn:
+    """Refuse a nonce another attempt spent first (nonce_used), as every nonce check does."""
+    refuse_unusable_nonce(_StoredNonce(expires_at=spend.expires_at, consumed_at=now))
 
 
-def _raise_for_unusable(row: tuple[Any, ...] | None) -> None:
-    if row is None:
-        raise NonceRejected("nonce was not issued by this server", Reason.NONCE_UNKNOWN)
-    if row[1] is not None:
-        raise NonceRejected("nonce has already been used", Reason.NONCE_USED)
-    raise NonceRejected("nonce has expired; request a new one", Reason.NONCE_EXPIRED)
+def _named_rows(cursor: Any, rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """The DBAPI rows as column name -> value (names from the cursor's description)."""
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in rows]

@@ -19,6 +19,7 @@ from tdx_boot_attest.server.db.availability import DatabaseGate
 from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker
 from tdx_boot_attest.server.db.secrets import shared_secret
 from tdx_boot_attest.server.errors import ConfigurationError
+from tdx_boot_attest.server.fleet.store import FleetStore
 from tdx_boot_attest.server.metrics import Metrics
 from tdx_boot_attest.server.platform_policy import PlatformPolicy
 from tdx_boot_attest.server.sealing import MasterKey, load_master_key
@@ -38,6 +39,7 @@ class ServerContext:
     collateral: CollateralCache
     metrics: Metrics
     boot_store: BootStore
+    fleet_store: FleetStore
     platform_policy: PlatformPolicy = field(default_factory=PlatformPolicy)
     last_nonce_purge: datetime | None = None
     database_gate: DatabaseGate = field(default_factory=DatabaseGate)
@@ -92,6 +94,7 @@ class ServerContext:
             ),
             metrics=metrics,
             boot_store=BootStore(engine),
+            fleet_store=FleetStore(sessions),
             platform_policy=settings.platform_policy(),
         )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn, Protocol
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
@@ -39,6 +40,37 @@ CONSUME_STATEMENT = (
 LOOK_UP_STATEMENT = select(_NONCES.c.expires_at, _NONCES.c.consumed_at).where(
     _NONCES.c.nonce == bindparam("wanted"), _NONCES.c.scope == bindparam("wanted_scope")
 )
+
+
+class NonceState(Protocol):
+    """What the spend checks read of a stored nonce (an ORM row or a named row)."""
+
+    @property
+    def expires_at(self) -> datetime: ...
+    @property
+    def consumed_at(self) -> datetime | None: ...
+
+
+def refuse_unusable_nonce(state: NonceState | None) -> NoReturn:
+    """Refuse a nonce that cannot be spent: the one wording of every nonce refusal.
+
+    Call it once a nonce is known to be unknown (``state`` None), used or expired.
+    Raises NonceRejected with nonce_unknown, nonce_used or else nonce_expired.
+    """
+    if state is None:
+        raise NonceRejected("nonce was not issued by this server", Reason.NONCE_UNKNOWN)
+    if state.consumed_at is not None:
+        raise NonceRejected("nonce has already been used", Reason.NONCE_USED)
+    raise NonceRejected("nonce has expired; request a new one", Reason.NONCE_EXPIRED)
+
+
+def check_nonce_spendable(state: NonceState | None, now: datetime) -> None:
+    """Return if the stored nonce ``state`` can be spent at ``now``; reads nothing.
+
+    Raises NonceRejected (nonce_unknown, nonce_used, nonce_expired) otherwise.
+    """
+    if state is None or state.consumed_at is not None or state.expires_at <= now:
+        refuse_unusable_nonce(state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +132,8 @@ def consume_nonce(
     claimed = session.execute(CONSUME_STATEMENT, params).first()
     if claimed is not None:
         return
-    row = session.execute(LOOK_UP_STATEMENT, params).first()
-    if row is None:
-        raise NonceRejected("nonce was not issued by this server", Reason.NONCE_UNKNOWN)
-    if row.consumed_at is not None:
-        raise NonceRejected("nonce has already been used", Reason.NONCE_USED)
-    raise NonceRejected("nonce has expired; request a new one", Reason.NONCE_EXPIRED)
+    # The claim failed: the nonce is unknown, used or expired.
+    refuse_unusable_nonce(session.execute(LOOK_UP_STATEMENT, params).first())
 
 
 def purge_nonces(session: Session | Connection, now: datetime) -> int:

@@ -11,28 +11,23 @@ issued for this server.
 from __future__ import annotations
 
 import ipaddress
-import json
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-
 from tdx_boot_attest.agent.eventlog import Event
 from tdx_boot_attest.agent.protocol import NONCE_BYTES, Reason
-from tdx_boot_attest.server.bookkeeping import storable_text
+from tdx_boot_attest.server.audit import AttemptRecord, attempt_record
 from tdx_boot_attest.server.boot_attestation import (
-    CLIENT_IP_MAX_CHARS,
     decode_quote,
     log_attestation,
     verify_quote_platform,
 )
 from tdx_boot_attest.server.context import ServerContext
-from tdx_boot_attest.server.db.engine import session_scope
-from tdx_boot_attest.server.db.fleet import RuntimeAttestation, Server
-from tdx_boot_attest.server.db.models import Image, Nonce
+from tdx_boot_attest.server.db.fleet import Server
+from tdx_boot_attest.server.db.models import Image
 from tdx_boot_attest.server.dcap import DcapVerdict
 from tdx_boot_attest.server.errors import AttestationRefused, Forbidden, NonceRejected, ServerError
 from tdx_boot_attest.server.event_evidence import (
@@ -41,9 +36,9 @@ from tdx_boot_attest.server.event_evidence import (
     decode_event_log_field,
     parse_event_log_field,
 )
-from tdx_boot_attest.server.fleet.registry import get_server, runtime_nonce_scope
+from tdx_boot_attest.server.fleet.registry import runtime_nonce_scope
 from tdx_boot_attest.server.identity_binding import check_runtime_binding, require_runtime_binding
-from tdx_boot_attest.server.nonces import consume_nonce, issue_nonce
+from tdx_boot_attest.server.nonces import check_nonce_spendable
 from tdx_boot_attest.server.policy import differing_registers, mismatch_refusal, runtime_profile
 from tdx_boot_attest.server.quote import TdQuote, parse_td_quote
 
@@ -86,16 +81,9 @@ def issue_runtime_nonce(
     ctx: ServerContext, miner: str, server_id: str, client_ip: str | None
 ) -> RuntimeNonce:
     """A single-use nonce bound to the miner's server. Raises NotFound for another's server."""
-    now = ctx.clock()
-    with session_scope(ctx.sessions) as session:
-        get_server(session, miner, server_id)
-        row = issue_nonce(
-            session,
-            now,
-            ctx.settings.nonce_ttl_seconds,
-            client_ip,
-            scope=runtime_nonce_scope(server_id),
-        )
+    row = ctx.fleet_store.issue_runtime_nonce(
+        miner, server_id, ctx.clock(), ctx.settings.nonce_ttl_seconds, client_ip
+    )
     ctx.metrics.nonces_issued.labels("runtime").inc()
     return RuntimeNonce(nonce=row.nonce, expires_at=row.expires_at, server_id=server_id)
 
@@ -118,8 +106,7 @@ def attest_runtime(
     """
     started = time.perf_counter()
     now = ctx.clock()
-    with session_scope(ctx.sessions) as session:
-        server = get_server(session, miner, server_id)
+    server = ctx.fleet_store.get_server(miner, server_id)
     attempt = _Attempt(id=str(uuid.uuid4()))
     try:
         result = _run_steps(
@@ -226,29 +213,18 @@ def _step2_check_server_nonce(
     attempt's row (see _finish).
     """
     scope = runtime_nonce_scope(server_id)
-    with session_scope(ctx.sessions) as session:
-        row = session.execute(
-            select(Nonce.scope, Nonce.expires_at, Nonce.consumed_at).where(Nonce.nonce == nonce)
-        ).first()
+    row = ctx.fleet_store.stored_nonce(nonce)
     is_boot_nonce = row is None and ctx.boot_nonce_keys().expiry_of(bytes.fromhex(nonce))
     if is_boot_nonce or (row is not None and row.scope != scope):
         raise AttestationRefused(
             f"the nonce in REPORTDATA[0:32] was not issued for server {server_id}",
             Reason.NONCE_MISMATCH,
         )
-    if row is None:
-        raise NonceRejected("nonce was not issued by this server", Reason.NONCE_UNKNOWN)
-    if row.consumed_at is not None:
-        raise NonceRejected("nonce has already been used", Reason.NONCE_USED)
-    if row.expires_at <= now:
-        raise NonceRejected("nonce has expired; request a new one", Reason.NONCE_EXPIRED)
+    check_nonce_spendable(row, now)
 
 
 def _step3_booted_image(ctx: ServerContext, server: Server) -> Image:
-    image = None
-    if server.image_id is not None:
-        with session_scope(ctx.sessions) as session:
-            image = session.get(Image, server.image_id)
+    image = ctx.fleet_store.image(server.image_id) if server.image_id is not None else None
     if image is None or image.retired_at is not None:
         raise AttestationRefused(
             f"server {server.id} has no approved boot image on record "
@@ -276,64 +252,46 @@ def _finish(
     started: float,
     refusal: ServerError | None,
 ) -> None:
-    quote = attempt.quote
-    row = RuntimeAttestation(
-        id=attempt.id,
-        server_id=server.id,
-        miner_hotkey=server.miner_hotkey,
-        created_at=now,
-        verified=refusal is None,
-        verified_at=now if refusal is None else None,
-        reason=None if refusal is None else refusal.reason.value,
-        message=None if refusal is None else storable_text(refusal.message),
-        client_ip=storable_text(client_ip, CLIENT_IP_MAX_CHARS),
+    record = attempt_record(
+        attempt_id=attempt.id,
+        now=now,
+        refusal=refusal,
+        client_ip=client_ip,
         nonce=attempt.nonce,
         image_name=attempt.image or server.image_name,
-        tcb_status=attempt.dcap.tcb_status if attempt.dcap else None,
-        mrtd=quote.mrtd if quote else None,
-        rtmr0=quote.rtmrs[0] if quote else None,
-        rtmr1=quote.rtmrs[1] if quote else None,
-        rtmr2=quote.rtmrs[2] if quote else None,
-        rtmr3=quote.rtmrs[3] if quote else None,
-        quote=attempt.quote_raw,
-        event_log=attempt.event_log_raw,
+        quote_raw=attempt.quote_raw,
+        quote=attempt.quote,
+        dcap=attempt.dcap,
+        event_log_raw=attempt.event_log_raw,
         identity_key=attempt.identity_key,
-        differences=None
-        if refusal is None or "differences" not in refusal.details
-        else json.dumps(refusal.details["differences"], sort_keys=True),
     )
     try:
-        with session_scope(ctx.sessions) as session:
-            if attempt.spends_nonce and attempt.nonce is not None:
-                # Spent in the transaction that records the attempt, or not at all.
-                consume_nonce(session, attempt.nonce, now, scope=runtime_nonce_scope(server.id))
-            session.add(row)
+        # Spent in the transaction that records the attempt, or not at all.
+        ctx.fleet_store.record_runtime_attempt(record, server, spend_nonce=attempt.spends_nonce)
     except NonceRejected as used:
-        row.verified, row.verified_at = False, None
-        row.reason, row.message = used.reason.value, used.message
-        with session_scope(ctx.sessions) as session:
-            session.add(row)
-        _count_and_log(ctx, row, client_ip, started)
+        refused = record.refused(used)
+        ctx.fleet_store.record_runtime_attempt(refused, server, spend_nonce=False)
+        _count_and_log(ctx, refused, client_ip, started)
         raise
-    _count_and_log(ctx, row, client_ip, started)
+    _count_and_log(ctx, record, client_ip, started)
 
 
 def _count_and_log(
-    ctx: ServerContext, row: RuntimeAttestation, client_ip: str | None, started: float
+    ctx: ServerContext, record: AttemptRecord, client_ip: str | None, started: float
 ) -> None:
     latency = time.perf_counter() - started
-    verdict = "accepted" if row.verified else "refused"
-    reason = row.reason
+    verdict = "accepted" if record.accepted else "refused"
+    reason = record.reason
     ctx.metrics.attestations.labels("runtime", verdict, reason or "").inc()
     ctx.metrics.attestation_latency.labels("runtime").observe(latency)
     log_attestation(
         "runtime",
         verdict=verdict,
         reason=reason,
-        image=row.image_name,
+        image=record.image_name,
         client_ip=client_ip,
         latency_seconds=latency,
-        attestation_id=row.id,
+        attestation_id=record.id,
     )
 
 

@@ -26,7 +26,6 @@ from tdx_boot_attest.server.context import ServerContext
 from tdx_boot_attest.server.db.availability import database_unavailable
 from tdx_boot_attest.server.dependencies import get_context, peer_address
 from tdx_boot_attest.server.errors import DatabaseUnavailable, ServerError
-from tdx_boot_attest.server.nonces import purge_nonces
 from tdx_boot_attest.server.schemas import (
     BootAttestationRequest,
     BootAttestationResponse,
@@ -127,8 +126,7 @@ def _purge_expired_nonces(ctx: ServerContext, now: datetime) -> None:
     """
     ctx.last_nonce_purge = now
     try:
-        with ctx.engine.begin() as conn:
-            purge_nonces(conn, now)
+        ctx.boot_store.purge_expired_nonces(now)
     except Exception as exc:
         LOG.warning("purging expired nonces failed: %s", type(exc).__name__)
 

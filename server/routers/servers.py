@@ -13,15 +13,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from tdx_boot_attest.server.auth.authenticator import AuthenticatedMiner
 from tdx_boot_attest.server.auth.dependency import current_miner
 from tdx_boot_attest.server.clock import rfc3339
 from tdx_boot_attest.server.context import ServerContext
-from tdx_boot_attest.server.db.engine import session_scope
-from tdx_boot_attest.server.db.fleet import RuntimeAttestation, Server
+from tdx_boot_attest.server.db.fleet import RuntimeAttestation
 from tdx_boot_attest.server.db.models import BootAttestation
 from tdx_boot_attest.server.dependencies import client_ip, get_context
 from tdx_boot_attest.server.fleet import registry, runtime
@@ -40,6 +37,7 @@ from tdx_boot_attest.server.fleet.schemas import (
     ServerOut,
 )
 from tdx_boot_attest.server.fleet.status import AttestationFacts, decide_status
+from tdx_boot_attest.server.fleet.store import ServerView
 from tdx_boot_attest.server.schemas import ErrorResponse
 
 router = APIRouter(prefix="/servers", tags=["servers"])
@@ -85,9 +83,7 @@ def create_server(args: ServerArgs, miner: Miner, ctx: Ctx) -> ServerOut:
         require_boot_attestation=ctx.settings.registration_requires_boot_attestation,
         boot_window=timedelta(seconds=ctx.settings.registration_boot_window_seconds),
     )
-    with session_scope(ctx.sessions) as session:
-        server = registry.register_server(session, miner.hotkey, args, policy, ctx.clock())
-        return _server_out(session, server)
+    return _server_out(ctx.fleet_store.register_server(miner.hotkey, args, policy, ctx.clock()))
 
 
 @router.get(
@@ -99,8 +95,7 @@ def create_server(args: ServerArgs, miner: Miner, ctx: Ctx) -> ServerOut:
 )
 def list_servers(miner: Miner, ctx: Ctx) -> list[ServerOut]:
     """The miner's servers. Raises nothing beyond authentication."""
-    with session_scope(ctx.sessions) as session:
-        return [_server_out(session, s) for s in registry.list_servers(session, miner.hotkey)]
+    return [_server_out(view) for view in ctx.fleet_store.list_servers(miner.hotkey)]
 
 
 @router.get(
@@ -112,8 +107,7 @@ def list_servers(miner: Miner, ctx: Ctx) -> list[ServerOut]:
 )
 def get_server(server_id: ServerIdPath, miner: Miner, ctx: Ctx) -> ServerOut:
     """One of the miner's servers. Raises NotFound."""
-    with session_scope(ctx.sessions) as session:
-        return _server_out(session, registry.get_server(session, miner.hotkey, server_id))
+    return _server_out(ctx.fleet_store.server_view(miner.hotkey, server_id))
 
 
 @router.delete(
@@ -126,8 +120,7 @@ def get_server(server_id: ServerIdPath, miner: Miner, ctx: Ctx) -> ServerOut:
 )
 def delete_server(server_id: ServerIdPath, miner: Miner, ctx: Ctx) -> ServerDeleted:
     """Delete one of the miner's servers. Raises NotFound."""
-    with session_scope(ctx.sessions) as session:
-        kept = registry.delete_server(session, miner.hotkey, server_id, ctx.clock())
+    kept = ctx.fleet_store.delete_server(miner.hotkey, server_id, ctx.clock())
     return ServerDeleted(server_id=server_id, deleted=True, runtime_attestations_kept=kept)
 
 
@@ -209,11 +202,8 @@ def get_attestation_status(
 ) -> AttestationStatusResponse:
     """The server's attestation status. Raises NotFound."""
     stale_after = runtime.stale_interval(ctx)
-    with session_scope(ctx.sessions) as session:
-        server = registry.get_server(session, miner.hotkey, server_id)
-        latest = _latest_attestation(session, server_id, verified_only=False)
-        success = _latest_attestation(session, server_id, verified_only=True)
-        boot = registry.boot_attestation_of(session, server)
+    status = ctx.fleet_store.attestation_status(miner.hotkey, server_id)
+    server, latest, success = status.server, status.latest, status.last_success
     last_success_at = success.verified_at if success is not None else None
     facts = AttestationFacts(
         latest_verified=None if latest is None else latest.verified,
@@ -227,22 +217,8 @@ def get_attestation_status(
         last_verified_at=rfc3339(last_success_at) if last_success_at is not None else None,
         stale_after_seconds=int(stale_after.total_seconds()),
         image=server.image_name,
-        boot_attestation=_boot_ref(boot),
+        boot_attestation=_boot_ref(status.boot),
     )
-
-
-def _latest_attestation(
-    session: Session, server_id: str, *, verified_only: bool
-) -> RuntimeAttestation | None:
-    query = select(RuntimeAttestation).where(
-        RuntimeAttestation.server_id == server_id,
-        RuntimeAttestation.server_deleted_at.is_(None),
-    )
-    if verified_only:
-        query = query.where(RuntimeAttestation.verified.is_(True))
-    # Attempts in the same clock tick: the refused one counts as the latest (fail closed).
-    order = (RuntimeAttestation.created_at.desc(), RuntimeAttestation.verified.asc())
-    return session.scalars(query.order_by(*order, RuntimeAttestation.id).limit(1)).first()
 
 
 def _attestation_out(row: RuntimeAttestation) -> AttestationOut:
@@ -268,7 +244,8 @@ def _boot_ref(boot: BootAttestation | None) -> BootAttestationRef | None:
     )
 
 
-def _server_out(session: Session, server: Server) -> ServerOut:
+def _server_out(view: ServerView) -> ServerOut:
+    server = view.server
     return ServerOut(
         server_id=server.id,
         name=server.name,
@@ -276,7 +253,7 @@ def _server_out(session: Session, server: Server) -> ServerOut:
         miner_hotkey=server.miner_hotkey,
         created_at=rfc3339(server.created_at),
         image=server.image_name,
-        boot_attestation=_boot_ref(registry.boot_attestation_of(session, server)),
+        boot_attestation=_boot_ref(view.boot),
         identity_key=server.identity_key,
         gpus=[GpuOut.model_validate(gpu, from_attributes=True) for gpu in server.gpus],
     )

@@ -9,13 +9,16 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, String, cast, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tdx_boot_attest.server.boot_store import BootStore, NonceSpend
+from tdx_boot_attest.agent.protocol import Reason
+from tdx_boot_attest.server.audit import AttemptRecord
+from tdx_boot_attest.server.boot_store import BootAttemptRecord, BootStore, NonceSpend
 from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
 from tdx_boot_attest.server.db.models import BootAttestation, Image, Nonce, SpentNonce
 from tdx_boot_attest.server.errors import NonceRejected
@@ -60,11 +63,17 @@ def _add_image(sessions: sessionmaker[Session], name: str, *, retired: bool = Fa
         return image.id
 
 
-def _row(**values: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {column.name: None for column in BootAttestation.__table__.columns}
-    row.update(id=str(uuid.uuid4()), created_at=NOW, verdict="accepted", latency_ms=1.0)
-    row.update(values)
-    return row
+def _row(**values: Any) -> BootAttemptRecord:
+    """An accepted attempt's record; ``values`` set any column (audit or boot-only)."""
+    shared: dict[str, Any] = {field.name: None for field in fields(AttemptRecord)}
+    shared.update(id=str(uuid.uuid4()), created_at=NOW)
+    own: dict[str, Any] = {
+        field.name: None for field in fields(BootAttemptRecord) if field.name != "attempt"
+    }
+    own["latency_ms"] = 1.0
+    for name, value in values.items():
+        (shared if name in shared else own)[name] = value
+    return BootAttemptRecord(attempt=AttemptRecord(**shared), **own)
 
 
 def _spend(expires_in: int = 600) -> NonceSpend:
@@ -95,7 +104,7 @@ def test_spend_and_record_write_both_rows(engine: Engine, sessions: sessionmaker
         spent = session.get(SpentNonce, spend.nonce_hex)
         assert spent is not None
         assert (spent.expires_at, spent.spent_at) == (spend.expires_at, NOW)
-        stored = session.get(BootAttestation, row["id"])
+        stored = session.get(BootAttestation, row.attempt.id)
         assert stored is not None
         assert stored.created_at == NOW
         assert (stored.nonce, stored.quote, stored.advisory_ids) == (
@@ -116,7 +125,7 @@ def test_a_spent_nonce_cannot_be_spent_again_and_writes_nothing(
         store.spend_nonce_and_record(spend, second, NOW)
     assert caught.value.reason == "nonce_used"
     with session_scope(sessions) as session:
-        assert session.get(BootAttestation, second["id"]) is None
+        assert session.get(BootAttestation, second.attempt.id) is None
 
 
 def test_a_failed_record_does_not_spend_the_nonce(
@@ -128,7 +137,7 @@ def test_a_failed_record_does_not_spend_the_nonce(
     store.record_attempt(taken)
     # Same row id: the insert fails inside the transaction, after the spend.
     with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
-        store.spend_nonce_and_record(spend, _row(id=taken["id"]), NOW)
+        store.spend_nonce_and_record(spend, _row(id=taken.attempt.id), NOW)
     with session_scope(sessions) as session:
         assert session.get(SpentNonce, spend.nonce_hex) is None
     # The nonce is still good, and the pool still hands out usable connections.
@@ -194,18 +203,18 @@ def test_timestamps_are_stored_as_the_orm_stores_them(
     via_store = _row(created_at=whole_second)
     BootStore(engine).record_attempt(via_store)
     with session_scope(sessions) as session:
-        via_orm = BootAttestation(**_row(created_at=whole_second))
+        via_orm = BootAttestation(**_row(created_at=whole_second).row())
         session.add(via_orm)
         orm_id = via_orm.id
     with engine.connect() as conn:
         stored = dict(
             conn.execute(
                 select(BootAttestation.id, cast(BootAttestation.created_at, String)).where(
-                    BootAttestation.id.in_([via_store["id"], orm_id])
+                    BootAttestation.id.in_([via_store.attempt.id, orm_id])
                 )
             ).all()
         )
-    assert stored[via_store["id"]] == stored[orm_id]
+    assert stored[via_store.attempt.id] == stored[orm_id]
 
 
 def test_purge_removes_long_expired_spent_nonces(
@@ -220,3 +229,40 @@ def test_purge_removes_long_expired_spent_nonces(
     with session_scope(sessions) as session:
         assert session.scalars(select(SpentNonce.nonce)).all() == [fresh.nonce_hex]
         assert session.scalar(select(func.count()).select_from(Nonce)) == 0
+
+
+def test_active_images_match_the_orm_field_by_field(
+    engine: Engine, sessions: sessionmaker[Session]
+) -> None:
+    image_id = _add_image(sessions, "only")
+    (loaded,) = BootStore(engine).load_active_images()
+    with session_scope(sessions) as session:
+        orm = session.get(Image, image_id)
+        assert orm is not None
+        expected = {field.name: getattr(orm, field.name) for field in fields(loaded)}
+    assert {field.name: getattr(loaded, field.name) for field in fields(loaded)} == expected
+
+
+def test_the_store_purges_long_expired_nonces(
+    engine: Engine, sessions: sessionmaker[Session]
+) -> None:
+    store = BootStore(engine)
+    old, fresh = _spend(expires_in=-3 * 3600), _spend()
+    store.spend_nonce_and_record(old, _row(), NOW)
+    store.spend_nonce_and_record(fresh, _row(), NOW)
+    assert store.purge_expired_nonces(NOW) == 1
+    assert store.purge_expired_nonces(NOW) == 0
+    with session_scope(sessions) as session:
+        assert session.scalars(select(SpentNonce.nonce)).all() == [fresh.nonce_hex]
+
+
+def test_a_record_names_every_column_of_the_table() -> None:
+    row = _row(reason=None).row()
+    assert set(row) == {column.name for column in BootAttestation.__table__.columns}
+    assert row["verdict"] == "accepted"
+    refused = _row().refused(NonceRejected("nonce has already been used", Reason.NONCE_USED))
+    assert refused.row()["verdict"] == "refused"
+    assert (refused.attempt.reason, refused.attempt.message) == (
+        "nonce_used",
+        "nonce has already been used",
+    )

@@ -17,7 +17,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
 from tdx_boot_attest.server.db.models import BootAttestation, Nonce, SpentNonce
 from tdx_boot_attest.server.errors import NonceRejected
-from tdx_boot_attest.server.nonces import PURGE_GRACE, consume_nonce, issue_nonce, purge_nonces
+from tdx_boot_attest.server.nonces import (
+    PURGE_GRACE,
+    check_nonce_spendable,
+    consume_nonce,
+    issue_nonce,
+    purge_nonces,
+)
 from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, expected_report_data, get_nonce, post_quote
 from tests.support.live_server import live_server
@@ -62,6 +68,28 @@ def test_expired_and_unknown(sessions: sessionmaker[Session]) -> None:
     with pytest.raises(NonceRejected) as caught, session_scope(sessions) as session:
         consume_nonce(session, "00" * 32, NOW)
     assert caught.value.reason == "nonce_unknown"
+
+
+def test_one_check_words_every_nonce_refusal(sessions: sessionmaker[Session]) -> None:
+    """The check the boot store and runtime attestation use refuses as consume_nonce does."""
+    with session_scope(sessions) as session:
+        used, expired = (issue_nonce(session, NOW, 600, None).nonce for _ in range(2))
+        consume_nonce(session, used, NOW)
+    cases = {"00" * 32: NOW, used: NOW, expired: NOW + dt.timedelta(seconds=600)}
+    for nonce, when in cases.items():
+        with session_scope(sessions) as session:
+            state = session.get(Nonce, nonce)
+            with pytest.raises(NonceRejected) as checked:
+                check_nonce_spendable(state, when)
+            with pytest.raises(NonceRejected) as consumed:
+                consume_nonce(session, nonce, when)
+        assert (checked.value.reason, checked.value.message) == (
+            consumed.value.reason,
+            consumed.value.message,
+        )
+    with session_scope(sessions) as session:
+        fresh = issue_nonce(session, NOW, 600, None).nonce
+        check_nonce_spendable(session.get(Nonce, fresh), NOW + dt.timedelta(seconds=599))
 
 
 def test_concurrent_consumers_exactly_one_wins(sessions: sessionmaker[Session]) -> None:
