@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -94,7 +95,7 @@ def test_boot_unlock_and_refusals_with_clean_logs(
 
 
 def _boot(
-    client: httpx.Client, sim: SimState, profile: Profile | None, **kw: bool
+    client: httpx.Client, sim: SimState, profile: Profile | None, **kw: Any
 ) -> httpx.Response:
     key = AgentKey.generate()
     nonce = get_nonce(client)

@@ -7,6 +7,7 @@ import json
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -149,7 +150,7 @@ def _public_key_short(srv: SimServer, vm: str) -> httpx.Response:
     )
 
 
-def _post_with_quote_kw(srv: SimServer, vm: str, **quote_kw: object) -> httpx.Response:
+def _post_with_quote_kw(srv: SimServer, vm: str, **quote_kw: Any) -> httpx.Response:
     key = AgentKey.generate()
     nonce = get_nonce(srv.client)
     quote = srv.quote_for(nonce, key, **quote_kw)

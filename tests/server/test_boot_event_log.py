@@ -14,6 +14,7 @@ import json
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -56,7 +57,7 @@ def srv(tmp_path: Path, database_url: str, sim: SimState) -> Iterator[SimServer]
         yield server
 
 
-def boot_with(srv: SimServer, components: Components, **body: object) -> httpx.Response:
+def boot_with(srv: SimServer, components: Components, **body: Any) -> httpx.Response:
     events = direct_boot_events(components)
     response, _, _ = srv.boot(
         profile_for(events), event_log=b64(direct_boot_log(components)), **body
@@ -154,7 +155,7 @@ def test_a_drifted_component_is_named_in_the_refusal(
     message = str(body["message"])
     assert message.startswith(f"{register} differs from image web-2026-01: {event} ({component}) ")
     assert message.endswith("; everything else equal")
-    (difference,) = body["differences"]  # type: ignore[misc]
+    (difference,) = cast(list[dict[str, Any]], body["differences"])
     assert difference["rtmr"] == register
     assert difference["event"] == event
     assert difference["component"] == component

@@ -18,7 +18,7 @@ from tdx_boot_attest.server.db.fleet import RuntimeAttestation
 from tdx_boot_attest.server.images import Profile as ImageProfile
 from tdx_boot_attest.server.images import ReferenceEvents, add_image, retire_image
 from tests.support.eventlogs import Components, direct_boot_events, direct_boot_log, profile_for
-from tests.support.fleet_env import IMAGE_NAME, FleetEnv, decoded
+from tests.support.fleet_env import HOST_IP, IMAGE_NAME, FleetEnv, decoded
 from tests.support.fleet_fixtures import FleetFactory
 from tests.support.miner_keys import MinerKey
 from tests.support.sim_server import new_passphrase
@@ -47,7 +47,7 @@ def status_of(fleet: FleetEnv, key: MinerKey) -> dict[str, object]:
 def post_body(
     fleet: FleetEnv, key: MinerKey, body: dict[str, str], ip: str | None = None
 ) -> Response:
-    return fleet.signed("POST", ATTEST, key, body, **({"ip": ip} if ip else {}))
+    return fleet.signed("POST", ATTEST, key, body, ip=ip or HOST_IP)
 
 
 def test_runtime_nonce_is_bound_to_the_server(registered: FleetEnv, alice: MinerKey) -> None:

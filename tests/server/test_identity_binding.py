@@ -137,7 +137,7 @@ def test_an_old_runtime_client_is_refused_before_its_nonce_is_spent(
     assert reason(bound.signed("POST", ATTEST, alice, legacy)) == (403, "identity_mismatch")
     with session_scope(bound.ctx.sessions) as session:
         reasons = [r.reason for r in session.scalars(select(RuntimeAttestation))]
-    assert sorted(reasons) == ["identity_binding_missing", "identity_mismatch"]
+    assert sorted(reasons, key=str) == ["identity_binding_missing", "identity_mismatch"]
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -127,7 +128,7 @@ def test_an_image_registered_from_a_manifest_alone_unlocks_and_names_a_rebuilt_i
         assert str(refused["message"]).startswith(
             'rtmr2 differs from image web-2026-02: "Linux initrd" (initrd) '
         )
-        (difference,) = refused["differences"]  # type: ignore[misc]
+        (difference,) = cast(list[dict[str, Any]], refused["differences"])
         assert difference["approved_detail"] == "initrd golden.img"
         resized_refusal = boot(resized)
         assert str(resized_refusal["message"]).startswith(

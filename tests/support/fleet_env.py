@@ -211,18 +211,22 @@ class FleetEnv:
         if body:
             headers["Content-Type"] = "application/json"
         headers.update(extra_headers or {})
-        return self.client(ip).request(method, path, content=body or None, headers=headers)
+        response: Response = self.client(ip).request(
+            method, path, content=body or None, headers=headers
+        )
+        return response
 
     def with_token(
         self, method: str, path: str, token: str, payload: Any = None, *, ip: str = HOST_IP
     ) -> Response:
         """A request authenticated with an API token."""
-        return self.client(ip).request(
+        response: Response = self.client(ip).request(
             method,
             path,
             json=payload,
             headers={"Authorization": f"Bearer {token}"},
         )
+        return response
 
     def register(
         self, key: MinerKey, server_id: str = "node-1", *, ip: str = HOST_IP, gpus: int = 2

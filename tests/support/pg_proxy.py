@@ -24,8 +24,9 @@ import re
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -34,6 +35,8 @@ import sqlalchemy as sa
 _PRE_STARTUP_CODES = {80877103, 80877104}  # SSLRequest, GSSENCRequest
 _WRITE_VERBS = ("INSERT", "UPDATE", "DELETE")
 DISK_FULL = ("53100", 'could not extend file "base/1/2": No space left on device')
+
+_T = TypeVar("_T")
 
 
 @dataclass(eq=False)
@@ -145,10 +148,9 @@ class PgProxy:
         return len(self._sessions)
 
     # -- loop side ---------------------------------------------------------------------------
-    def _call(self, coroutine: object) -> int:
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
-        result: int = future.result(timeout=30)
-        return result
+    def _call(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        return future.result(timeout=30)
 
     async def _listen(self) -> int:
         if self._server is None:
@@ -281,8 +283,8 @@ class PgProxy:
                 portal, statement = _cstrings(payload)[:2]
                 portals[portal.encode()] = statement.encode()
             elif kind == b"E":
-                portal = _cstrings(payload)[0].encode()
-                if self._targeted(statements.get(portals.get(portal, b""), "")):
+                executed = _cstrings(payload)[0].encode()
+                if self._targeted(statements.get(portals.get(executed, b""), "")):
                     return True
         return False
 

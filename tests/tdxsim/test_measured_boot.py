@@ -12,6 +12,7 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,9 +134,7 @@ def test_the_image_events_carry_the_digests_of_the_named_inputs() -> None:
         ({"initrd": None}, [1, 2]),
     ],
 )
-def test_each_named_component_moves_its_registers(
-    change: dict[str, object], moved: list[int]
-) -> None:
+def test_each_named_component_moves_its_registers(change: dict[str, Any], moved: list[int]) -> None:
     assert _registers_that_differ(SPEC, dataclasses.replace(SPEC, **change)) == moved
 
 

@@ -66,6 +66,7 @@ def errno_of(call: object) -> int:
     with pytest.raises(OSError) as info:
         call()
     assert isinstance(info.value, TsmError)
+    assert info.value.errno is not None
     assert info.value.reason == "tsm_" + errno.errorcode[info.value.errno].lower()
     return info.value.errno
 
