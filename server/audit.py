@@ -1,6 +1,6 @@
 """The audit record of an attestation attempt: the columns boot and runtime rows share.
 
-No I/O. Boot attempts (server.boot_store) and runtime attempts (server.fleet.store) build
+No I/O. Boot attempts (server.boot.store) and runtime attempts (server.fleet.store) build
 their rows from one AttemptRecord, made by attempt_record, so both store a refusal, a
 quote's registers and the client's address the same way.
 """

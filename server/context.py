@@ -10,8 +10,8 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tdx_boot_attest.server.boot_nonces import KEY_PURPOSE, SALT_BYTES, SALT_NAME, BootNonces
-from tdx_boot_attest.server.boot_store import BootStore
+from tdx_boot_attest.server.boot.nonces import KEY_PURPOSE, SALT_BYTES, SALT_NAME, BootNonces
+from tdx_boot_attest.server.boot.store import BootStore
 from tdx_boot_attest.server.clock import Clock
 from tdx_boot_attest.server.collateral import CollateralFetcher, PcsCollateralFetcher
 from tdx_boot_attest.server.collateral_cache import CollateralCache, CollateralPolicy

@@ -1,6 +1,6 @@
 """Stored single-use nonces (runtime attestation): issue, consume atomically, purge.
 
-Boot nonces are stateless (server.boot_nonces); their spent record is purged here too.
+Boot nonces are stateless (server.boot.nonces); their spent record is purged here too.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ class Platform(Base):
 
 
 class SpentNonce(Base):
-    """A stateless boot nonce (see server.boot_nonces) already used by an attempt.
+    """A stateless boot nonce (see server.boot.nonces) already used by an attempt.
 
     Inserted in the attempt's own transaction; the primary key makes it single use
     across every replica. Kept until an hour past expiry, like ``nonces``.

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from tdx_boot_attest.agent.eventlog import Event
 from tdx_boot_attest.agent.protocol import NONCE_BYTES, Reason
 from tdx_boot_attest.server.audit import AttemptRecord, attempt_record
-from tdx_boot_attest.server.boot_attestation import (
+from tdx_boot_attest.server.boot.attestation import (
     decode_quote,
     log_attestation,
     verify_quote_platform,

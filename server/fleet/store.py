@@ -1,7 +1,7 @@
 """The fleet side's database work: servers with their boot, runtime nonces and attempts.
 
 The fleet routers and server.fleet.runtime read and write through a FleetStore (as the
-boot path does through server.boot_store.BootStore), each call in its own session from
+boot path does through server.boot.store.BootStore), each call in its own session from
 the context's sessionmaker; the registration rules stay in server.fleet.registry. The
 rows returned stay readable after their session closes (the sessionmaker does not
 expire them on commit).

@@ -20,7 +20,7 @@ from tdx_boot_attest.agent.protocol import (
     NONCE_PATH,
     b64encode,
 )
-from tdx_boot_attest.server.boot_attestation import BootRequest, BootResult, attest_boot
+from tdx_boot_attest.server.boot.attestation import BootRequest, BootResult, attest_boot
 from tdx_boot_attest.server.clock import rfc3339
 from tdx_boot_attest.server.context import ServerContext
 from tdx_boot_attest.server.db.availability import database_unavailable
@@ -61,7 +61,7 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 async def get_nonce(
     request: Request,
 ) -> JSONResponse:
-    """Issue a single-use nonce (no database write: see server.boot_nonces).
+    """Issue a single-use nonce (no database write: see server.boot.nonces).
 
     Raises DatabaseUnavailable (503) only while the nonce key's salt cannot be read, the
     first time a process issues a nonce.

@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from tdx_boot_attest.server.boot_nonces import KEY_PURPOSE, BootNonces
+from tdx_boot_attest.server.boot.nonces import KEY_PURPOSE, BootNonces
 from tdx_boot_attest.server.sealing import MasterKey
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, 0, 500000, tzinfo=dt.UTC)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tdx_boot_attest.agent.protocol import Reason
 from tdx_boot_attest.server.audit import AttemptRecord
-from tdx_boot_attest.server.boot_store import BootAttemptRecord, BootStore, NonceSpend
+from tdx_boot_attest.server.boot.store import BootAttemptRecord, BootStore, NonceSpend
 from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
 from tdx_boot_attest.server.db.models import BootAttestation, Image, Nonce, SpentNonce
 from tdx_boot_attest.server.errors import NonceRejected

@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
 from tdx_boot_attest.agent.protocol import Kem, hpke_suite, key_release_info
+from tdx_boot_attest.server.boot.key_release import load_public_key, seal_for_agent
 from tdx_boot_attest.server.errors import RequestInvalid
-from tdx_boot_attest.server.key_release import load_public_key, seal_for_agent
 
 
 def test_x25519_sealed_key_opens_only_with_the_right_nonce() -> None:

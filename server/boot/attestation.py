@@ -26,7 +26,8 @@ from tdx_boot_attest.agent.protocol import (
 )
 from tdx_boot_attest.server.audit import attempt_record
 from tdx_boot_attest.server.bookkeeping import NO_BOOKKEEPING, Bookkeeping, check_bookkeeping
-from tdx_boot_attest.server.boot_store import BootAttemptRecord, NonceSpend
+from tdx_boot_attest.server.boot.key_release import HpkePublicKey, load_public_key, seal_for_agent
+from tdx_boot_attest.server.boot.store import BootAttemptRecord, NonceSpend
 from tdx_boot_attest.server.context import ServerContext
 from tdx_boot_attest.server.db.availability import unavailable_as_503
 from tdx_boot_attest.server.dcap import DcapVerdict, verify_dcap
@@ -44,7 +45,6 @@ from tdx_boot_attest.server.event_evidence import (
     parse_event_log_field,
 )
 from tdx_boot_attest.server.identity_binding import decode_identity_key
-from tdx_boot_attest.server.key_release import HpkePublicKey, load_public_key, seal_for_agent
 from tdx_boot_attest.server.nonces import BOOT_SCOPE
 from tdx_boot_attest.server.platform_policy import check_platform_policy
 from tdx_boot_attest.server.policy import ApprovedImage, ImageRecord, match_image

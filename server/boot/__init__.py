@@ -1,0 +1,1 @@
+"""The boot feature: boot nonces, the boot attestation, its store and the key release."""
