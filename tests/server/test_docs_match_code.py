@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from tdx_boot_attest.agent.protocol import Reason
-from tdx_boot_attest.server import boot_attestation
+from tdx_boot_attest.server.boot import attestation as boot_attestation
 from tdx_boot_attest.server.settings import TCB_STATUSES
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from tdx_boot_attest.agent.protocol import Kem
-from tdx_boot_attest.server.boot_attestation import _step10_check_report_data
+from tdx_boot_attest.server.boot.attestation import _step10_check_report_data
+from tdx_boot_attest.server.boot.key_release import load_public_key, seal_for_agent
 from tdx_boot_attest.server.errors import AttestationRefused
 from tdx_boot_attest.server.event_evidence import decode_event_log_field, parse_event_log_field
 from tdx_boot_attest.server.identity_binding import (
@@ -19,7 +20,6 @@ from tdx_boot_attest.server.identity_binding import (
     check_runtime_binding,
     decode_identity_key,
 )
-from tdx_boot_attest.server.key_release import load_public_key, seal_for_agent
 from tdx_boot_attest.server.quote import TdQuote
 from tdx_boot_attest.server.schemas import BootAttestationRequest
 from tests.support.protocol_vectors import hex_bytes, vector
