@@ -18,6 +18,7 @@ from tdx_boot_attest.agent.config import (
 )
 from tdx_boot_attest.agent.console import DEFAULT_KMSG, Console
 from tdx_boot_attest.agent.errors import AgentError, ConfigError, LocalReason
+from tdx_boot_attest.agent.package_info import version_line
 
 EXIT_OK: Final = 0
 EXIT_INTERNAL: Final = 1
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, default=None, help=config_help)
+    parser.add_argument("--version", action="version", version=version_line("tdx-boot-agent"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tdx_boot_attest.agent.measurement.errors import MeasurementError
 from tdx_boot_attest.agent.measurement.manifest import Manifest
 from tdx_boot_attest.agent.measurement.memory import format_memory_size
+from tdx_boot_attest.agent.package_info import version_line
 from tdx_boot_attest.server.clock import rfc3339, system_clock
 from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
 from tdx_boot_attest.server.db.models import Image
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tdx-attest-server", description=__doc__)
     parser.add_argument("--config", type=Path, help=CONFIG_HELP)
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=version_line("tdx-attest-server"))
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the HTTP API (uvicorn)")

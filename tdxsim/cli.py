@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tdx_boot_attest.agent.package_info import version_line
 from tdx_boot_attest.tdxsim import abi, tcb
 from tdx_boot_attest.tdxsim.collateral import format_time, parse_time
 from tdx_boot_attest.tdxsim.errors import ProfileError, StateError, TdxSimError
@@ -436,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tdxsim``. Raises nothing."""
     parser = argparse.ArgumentParser(prog="tdxsim", description="A simulated Intel TDX platform.")
     parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=version_line("tdxsim"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="create a simulated platform (PKI, collateral) in STATE_DIR")
