@@ -6,7 +6,7 @@ set -eu
 pkgs_for() {
     case "$1" in
         base) echo "python3 python3-venv python3-dev gcc fuse3 libfuse3-3 cryptsetup-bin curl" ;;
-        test) echo "shellcheck fuse3 libfuse3-3 cryptsetup-bin curl time file" ;;
+        test) echo "shellcheck fuse3 libfuse3-3 cryptsetup-bin curl time file systemd python3 python3-venv" ;;
         vm) echo "qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools osslsigncode busybox initramfs-tools cryptsetup cryptsetup-initramfs dracut-core dracut-network systemd e2fsprogs cpio zstd kmod udev klibc-utils python3 python3-venv linux-image-cloud-amd64" ;;
         *) echo "unknown package group: $1" >&2; exit 2 ;;
     esac

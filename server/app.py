@@ -21,6 +21,7 @@ from tdx_boot_attest.server.db.availability import as_unavailable
 from tdx_boot_attest.server.dependencies import get_context
 from tdx_boot_attest.server.errors import ServerError, error_body
 from tdx_boot_attest.server.health import Readiness
+from tdx_boot_attest.server.log_setup import configure_logging, tune_garbage_collector
 from tdx_boot_attest.server.routers import ROUTERS
 from tdx_boot_attest.server.settings import Settings
 
@@ -72,10 +73,8 @@ def create_app_from_environment() -> FastAPI:
 
     Raises ConfigurationError like create_app.
     """
-    from tdx_boot_attest.server.cli import configure_logging, tune_garbage_collector
-
     settings = Settings.load()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     tune_garbage_collector()
     return app

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
-import gc
 import json
-import logging
 import os
 import socket
 import sys
@@ -39,6 +37,7 @@ from tdx_boot_attest.server.images import (
     retire_image,
     rotate_passphrase,
 )
+from tdx_boot_attest.server.log_setup import configure_logging, tune_garbage_collector
 from tdx_boot_attest.server.measure_cli import (
     MeasureCliError,
     add_image_measure_parser,
@@ -53,10 +52,8 @@ from tdx_boot_attest.server.platforms import add_platform, get_platform, list_pl
 from tdx_boot_attest.server.policy import reference_events
 from tdx_boot_attest.server.quote import RTMR_NAMES
 from tdx_boot_attest.server.sealing import generate_master_key_file, load_master_key
-from tdx_boot_attest.server.settings import CONFIG_ENV, Settings
+from tdx_boot_attest.server.settings import CONFIG_ENV, LOG_FORMAT_ENV, LOG_FORMATS, Settings
 
-GC_YOUNG_THRESHOLD = 20_000
-SWITCH_INTERVAL_SECONDS = 0.05
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 MAX_PORT = 65535
@@ -81,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=tcp_port, default=8000, help="1 to 65535")
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text, or one JSON object per line for every log line (setting log_format)",
+    )
     serve.add_argument(
         "--proxy-headers",
         action="store_true",
@@ -291,8 +293,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from tdx_boot_attest.server.app import create_app
     from tdx_boot_attest.server.db.migrate import upgrade
+    from tdx_boot_attest.server.log_setup import log_effective_configuration, uvicorn_log_config
 
-    configure_logging(settings.log_level)
+    log_format = args.log_format or settings.log_format
+    configure_logging(settings.log_level, log_format)
     if settings.database_url.startswith("sqlite"):
         upgrade(settings.database_url)
     else:
@@ -303,6 +307,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         "log_level": settings.log_level.lower(),
         "proxy_headers": args.proxy_headers,
         "access_log": False,
+        "log_config": uvicorn_log_config(log_format),
         # An agent's connection idles between its nonce and its attestation while the
         # quote is made; a busy server must not close it in that gap.
         "timeout_keep_alive": settings.http_keep_alive_seconds,
@@ -313,7 +318,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # Worker processes import the app themselves and read the same settings.
         if args.config is not None:
             os.environ[CONFIG_ENV] = str(args.config)
-        create_app(settings).state.ctx.engine.dispose()
+        os.environ[LOG_FORMAT_ENV] = log_format
+        ctx = create_app(settings).state.ctx
+        log_effective_configuration(settings, ctx)
+        ctx.engine.dispose()
         try:
             sockets = bind_sockets(args.host, args.port, args.workers)
         except OSError as exc:
@@ -323,6 +331,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # every other start-up error (exit status 1) rather than as uvicorn's exit status 3.
     sock = _listen(args.host, args.port)
     app = create_app(settings)
+    log_effective_configuration(settings, app.state.ctx)
     tune_garbage_collector()
     uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
     return 0
@@ -357,22 +366,6 @@ def _listen_error(host: str, port: int, exc: OSError) -> CliError:
     return CliError(f"cannot listen on {host}:{port}: {reason}; check --host and --port")
 
 
-def tune_garbage_collector() -> None:
-    """Exempt start-up objects from collection and collect young objects less often;
-    switch threads less often.
-
-    Requests allocate many short-lived objects; the default thresholds run a collection
-    every few requests over every long-lived object. Raises nothing.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
-    # Verification threads hold the interpreter lock in long stretches (dcap-qvl does not
-    # release it); forcing a handover every 5 ms (the default) between them and the event
-    # loop costs CPU under load without making anyone faster.
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-
-
 def _require_migrated(database_url: str) -> None:
     from tdx_boot_attest.server.db.migrate import pending_revisions
 
@@ -385,17 +378,6 @@ def _require_migrated(database_url: str) -> None:
             )
     finally:
         engine.dispose()
-
-
-def configure_logging(level: str) -> None:
-    """Send the server's own log lines, as they are, to standard error. Raises nothing."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    for name in ("tdx_attest",):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.setLevel(level.upper())
-        logger.propagate = False
 
 
 def _read_passphrase(path: Path) -> bytes:

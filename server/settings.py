@@ -22,6 +22,8 @@ from tdx_boot_attest.server.platform_policy import PlatformPolicy
 
 ENV_PREFIX = "TDX_ATTEST_"
 CONFIG_ENV = "TDX_ATTEST_CONFIG"
+LOG_FORMAT_ENV = "TDX_ATTEST_LOG_FORMAT"
+LOG_FORMATS = ("text", "json")
 DEFAULT_DATABASE_URL = "sqlite:///tdx-attest-server.db"
 DEFAULT_PCCS_URL = "https://api.trustedservices.intel.com"
 # Variables with the prefix that are not settings: the config file's path, the runtime
@@ -150,6 +152,8 @@ class Settings:
     database_pool_timeout_seconds: float = _setting(5.0, _parse_float)
     database_retry_after_seconds: int = _setting(5, _parse_int)
     log_level: str = _setting("INFO", _parse_str)
+    # "text" (our lines as they are) or "json" (every line, uvicorn's too, one object).
+    log_format: str = _setting("text", _parse_str)
     # Refuse boot attestations that come without the firmware's event log (older agents
     # send none, so this is off unless every image's agent sends one).
     require_event_log: bool = _setting(False, _parse_bool)
@@ -181,6 +185,10 @@ class Settings:
         if unknown:
             raise ConfigurationError(
                 f"allowed_tcb_statuses has unknown status(es): {', '.join(sorted(unknown))}"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigurationError(
+                f"log_format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}"
             )
         if not self.allowed_tcb_statuses:
             raise ConfigurationError("allowed_tcb_statuses must name at least one status")
