@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import swagger_ui_bundle
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 
 from tdx_boot_attest.agent.protocol import Reason
 from tdx_boot_attest.server.body_limit import BodyLimit
@@ -26,6 +29,7 @@ from tdx_boot_attest.server.routers import ROUTERS
 from tdx_boot_attest.server.settings import Settings
 
 LOG = logging.getLogger("tdx_attest.server")
+DOCS_STATIC_PATH = "/docs/static"
 # Bodies larger than this are refused before parsing: a quote is at most 64 KiB and an event
 # log at most 256 KiB, together about 430 KiB as base64.
 MAX_BODY_BYTES = 512 * 1024
@@ -54,8 +58,12 @@ def create_app(
         title="tdx-boot-attest verifier",
         version="1",
         description="Attestation-gated LUKS key release for Intel TDX VMs (Servers API).",
+        # FastAPI's own pages load their scripts from a CDN: blank at an air-gapped site.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.ctx = ctx
+    add_api_docs(app)
     for router in ROUTERS:
         app.include_router(router)
     _install_error_handlers(app)
@@ -66,6 +74,31 @@ def create_app(
         "/readyz", _readiness_endpoint(Readiness(ctx)), methods=["GET"], include_in_schema=False
     )
     return app
+
+
+def add_api_docs(app: FastAPI) -> None:
+    """Serve Swagger UI at /docs with its scripts and styles from the swagger-ui-bundle
+    package (under /docs/static), so the page needs nothing but this server.
+
+    Raises nothing.
+    """
+    app.mount(
+        DOCS_STATIC_PATH,
+        StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
+        name="swagger-ui",
+    )
+
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=root + (app.openapi_url or "/openapi.json"),
+            title=f"{app.title} API",
+            swagger_js_url=f"{root}{DOCS_STATIC_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_STATIC_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_STATIC_PATH}/favicon-32x32.png",
+        )
+
+    app.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False)
 
 
 def create_app_from_environment() -> FastAPI:
