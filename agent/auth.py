@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from tdx_boot_attest.agent.errors import AgentError, LocalReason
+from tdx_boot_attest.agent.package_info import install_hint
 from tdx_boot_attest.agent.protocol import (
     HOTKEY_HEADER,
     NONCE_HEADER,
@@ -38,6 +39,18 @@ class HotkeyError(AgentError):
 
     def __init__(self, message: str) -> None:
         super().__init__(LocalReason.HOTKEY_INVALID, message)
+
+
+def _sr25519() -> Any:
+    """The sr25519 module; raises HotkeyError naming the extra when it is not installed."""
+    try:
+        import sr25519
+    except ModuleNotFoundError:
+        raise HotkeyError(
+            "signing with a hotkey needs py-sr25519-bindings, the 'runtime' extra: "
+            f"{install_hint('runtime')}"
+        ) from None
+    return sr25519
 
 
 class RequestSigner(Protocol):
@@ -88,9 +101,7 @@ class HotkeySigner:
             raise HotkeyError(f"'secretSeed' in {path} is not hexadecimal") from None
         if len(seed) != 32:
             raise HotkeyError(f"'secretSeed' in {path} must be 32 bytes")
-        import sr25519
-
-        public, secret = sr25519.pair_from_seed(seed)
+        public, secret = _sr25519().pair_from_seed(seed)
         declared = data.get("publicKey")
         if isinstance(declared, str) and bytes.fromhex(declared.removeprefix("0x")) != bytes(
             public
@@ -101,8 +112,7 @@ class HotkeySigner:
     def headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
         """X-Chutes-Hotkey / -Nonce (unix seconds) / -Signature over the body, method and
         path, with X-Attest-Signature-Scope: request. Raises nothing."""
-        import sr25519
-
+        sr25519 = _sr25519()
         timestamp = str(int(self.clock()))
         message = signing_message(self.hotkey, timestamp, body, method, path)
         signature = bytes(sr25519.sign((self.public_key, self.secret_key), message)).hex()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +88,17 @@ def test_every_parser_has_version(command: str, capsys: pytest.CaptureFixture[st
         build_parser().parse_args(["--version"])
     assert exited.value.code == 0
     assert f" {package_info.version()} (Python " in capsys.readouterr().out
+
+
+def test_hotkey_signing_without_the_runtime_extra_names_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tdx_boot_attest.agent.auth import HotkeyError, HotkeySigner
+
+    hotkey = tmp_path / "hotkey.json"
+    hotkey.write_text(json.dumps({"ss58Address": "5Fake", "secretSeed": "00" * 32}))
+    # None in sys.modules makes "import sr25519" fail as if it were not installed.
+    monkeypatch.setitem(sys.modules, "sr25519", None)
+    with pytest.raises(HotkeyError) as refused:
+        HotkeySigner.from_file(hotkey)
+    assert "pip install 'tdx-boot-attest[runtime]'" in refused.value.message

@@ -172,7 +172,11 @@ SIGN_WITH_HOTKEY = """
 import sys
 from pathlib import Path
 from tdx_boot_attest.agent.auth import HotkeySigner
-signer = HotkeySigner.from_file(Path(sys.argv[1]))
+from tdx_boot_attest.agent.auth import HotkeyError
+try:
+    signer = HotkeySigner.from_file(Path(sys.argv[1]))
+except HotkeyError as exc:
+    sys.exit(f"{exc.reason}: {exc.message}")
 print(sorted(signer.headers("POST", "/servers/x/attest", b"{}")))
 """
 
@@ -192,4 +196,5 @@ def test_only_the_runtime_extra_signs_runtime_requests(
         assert result.returncode == 0, result.stderr
         assert "X-Chutes-Signature" in result.stdout
     else:
-        assert "No module named 'sr25519'" in result.stderr
+        assert "pip install 'tdx-boot-attest[runtime]'" in result.stderr
+        assert "Traceback" not in result.stderr
