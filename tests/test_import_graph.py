@@ -10,11 +10,8 @@ run.
 from __future__ import annotations
 
 import ast
-import itertools
 from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "tdx_boot_attest"
@@ -181,28 +178,10 @@ def test_relative_and_function_level_imports_are_edges(tmp_path: Path) -> None:
     }
 
 
-# server.app imports server.cli lazily for the workers' logging and GC set-up, and
-# server.cli imports server.app: a cycle that goes away when logging set-up moves to a
-# module of its own. Until then the test below fails on it (expectedly) and the one after
-# it refuses every other cycle; when it is gone the first one passes unexpectedly (strict),
-# which says to remove this edge and the xfail marker.
-PENDING_EDGE = ("tdx_boot_attest.server.app", "tdx_boot_attest.server.cli")
-
-
 def describe(found: list[list[str]]) -> str:
     return "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in found)
 
 
-def uses_edge(cycle: list[str], edge: tuple[str, str]) -> bool:
-    return any(pair == edge for pair in itertools.pairwise(cycle))
-
-
-@pytest.mark.xfail(strict=True, reason="server.app -> server.cli (logging set-up) still lazy")
 def test_no_import_cycles() -> None:
     found = cycles(import_graph())
-    assert not found, describe(found)
-
-
-def test_no_import_cycles_but_the_pending_one() -> None:
-    found = [c for c in cycles(import_graph()) if not uses_edge(c, PENDING_EDGE)]
     assert not found, describe(found)

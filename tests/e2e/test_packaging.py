@@ -35,6 +35,21 @@ print("imported")
 """
 
 
+def tracked_source(destination: Path) -> Path:
+    """A copy of the files git tracks: a build in the working tree would reuse whatever
+    an earlier build left in build/, and the wheel could carry modules since deleted."""
+    listed = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True, timeout=60
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+    return destination
+
+
 def _run(
     args: list[str], env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
@@ -46,7 +61,8 @@ def _run(
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    result = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(REPO)])
+    source = tracked_source(tmp_path_factory.mktemp("source"))
+    result = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(source)])
     assert result.returncode == 0, result.stdout + result.stderr
     (built,) = out.glob("tdx_boot_attest-*.whl")
     return built
@@ -85,8 +101,9 @@ def test_wheel_carries_the_licence_and_the_simulator_data(wheel: Path) -> None:
 
 
 def test_building_the_wheel_gives_no_setuptools_warning(tmp_path: Path) -> None:
+    source = tracked_source(tmp_path / "source")
     result = _run(
-        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp_path), str(REPO)]
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp_path), str(source)]
     )
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
