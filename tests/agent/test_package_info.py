@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tdx_boot_attest.agent import __version__ as SOURCE_VERSION
 from tdx_boot_attest.agent import package_info
 
 REQUIRES = [
@@ -33,9 +34,9 @@ def installed(monkeypatch: pytest.MonkeyPatch) -> set[str]:
             raise metadata.PackageNotFoundError(name)
         return object()
 
-    monkeypatch.setattr(package_info.metadata, "requires", requires)
-    monkeypatch.setattr(package_info.metadata, "distribution", distribution)
-    monkeypatch.setattr(package_info.metadata, "version", lambda name: "9.8.7")
+    monkeypatch.setattr(metadata, "requires", requires)
+    monkeypatch.setattr(metadata, "distribution", distribution)
+    monkeypatch.setattr(metadata, "version", lambda name: "9.8.7")
     return present
 
 
@@ -70,9 +71,9 @@ def test_without_metadata_the_source_version_is_used(monkeypatch: pytest.MonkeyP
     def absent(name: str) -> str:
         raise metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(package_info.metadata, "version", absent)
-    monkeypatch.setattr(package_info.metadata, "requires", absent)
-    assert package_info.version() == package_info.SOURCE_VERSION
+    monkeypatch.setattr(metadata, "version", absent)
+    monkeypatch.setattr(metadata, "requires", absent)
+    assert package_info.version() == SOURCE_VERSION
     assert package_info.extra_requirements("server") == []
 
 
