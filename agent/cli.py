@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from tdx_boot_attest.agent.command_line import stdout_closed
 from tdx_boot_attest.agent.config import (
     DEFAULT_CMDLINE_PATH,
     DEFAULT_CONFIG_PATH,
@@ -24,7 +25,6 @@ EXIT_OK: Final = 0
 EXIT_INTERNAL: Final = 1
 EXIT_INTERRUPTED: Final = 130
 # 128 + SIGPIPE: what the shell reports for a tool whose output reader went away.
-EXIT_BROKEN_PIPE: Final = 141
 # The keyscript contract is about file descriptor 1, whatever sys.stdout is.
 STDOUT_FD: Final = 1
 
@@ -136,22 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     runtime.set_defaults(handler=_cmd_runtime)
     return parser
-
-
-def stdout_closed() -> int:
-    """Finish quietly after the reader of standard output went away (``... | head -1``).
-
-    Unix tools die of SIGPIPE there, without a message, and the shell reports 141
-    (128 + SIGPIPE); this returns that status. Standard output is pointed at /dev/null
-    so the interpreter's final flush does not print an error. Raises nothing.
-    """
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
-    return EXIT_BROKEN_PIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from tdx_boot_attest.agent.command_line import stdout_closed
 from tdx_boot_attest.agent.measurement.errors import MeasurementError
 from tdx_boot_attest.agent.measurement.manifest import Manifest
 from tdx_boot_attest.agent.measurement.memory import format_memory_size
@@ -58,7 +59,6 @@ EXIT_REFUSED = 1
 EXIT_USAGE = 2
 MAX_PORT = 65535
 LISTEN_BACKLOG = 2048
-EXIT_BROKEN_PIPE = 141
 CONFIG_HELP = "TOML settings file (TDX_ATTEST_CONFIG); before or after the command"
 
 
@@ -210,22 +210,6 @@ def _main(argv: Sequence[str] | None) -> int:
             traceback.print_exc()
         print(f"tdx-attest-server: {exc.reason}: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-
-
-def stdout_closed() -> int:
-    """Finish quietly after the reader of standard output went away (``... | head -1``).
-
-    Unix tools die of SIGPIPE there, without a message, and the shell reports 141
-    (128 + SIGPIPE); this returns that status. Standard output is pointed at /dev/null
-    so the interpreter's final flush does not print an error. Raises nothing.
-    """
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
-    return EXIT_BROKEN_PIPE
 
 
 def _describe(exc: BaseException, command: str) -> str:

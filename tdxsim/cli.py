@@ -11,7 +11,6 @@ import datetime as dt
 import hashlib
 import importlib
 import json
-import os
 import shlex
 import sys
 import traceback
@@ -19,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tdx_boot_attest.agent.command_line import stdout_closed
 from tdx_boot_attest.agent.package_info import version_line
 from tdx_boot_attest.tdxsim import abi, tcb
 from tdx_boot_attest.tdxsim.collateral import format_time, parse_time
@@ -29,7 +29,6 @@ from tdx_boot_attest.tdxsim.state import DEFAULT_FMSPC, SimState
 
 Handler = Callable[[argparse.Namespace], int]
 # 128 + SIGPIPE: what the shell reports for a tool whose output reader went away.
-EXIT_BROKEN_PIPE = 141
 
 
 def _hex_bytes(size: int | None) -> Callable[[str], bytes]:
@@ -548,22 +547,6 @@ def build_parser() -> argparse.ArgumentParser:
     _register_optional(sub, "tdx_boot_attest.tdxsim.tsm.fuse", "add_mount_parser", "mount")
     _register_optional(sub, "tdx_boot_attest.tdxsim.pcs", "add_pcs_parser", "pcs")
     return parser
-
-
-def stdout_closed() -> int:
-    """Finish quietly after the reader of standard output went away (``... | head -1``).
-
-    Unix tools die of SIGPIPE there, without a message, and the shell reports 141
-    (128 + SIGPIPE); this returns that status. Standard output is pointed at /dev/null
-    so the interpreter's final flush does not print an error. Raises nothing.
-    """
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
-    return EXIT_BROKEN_PIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
