@@ -7,6 +7,7 @@ be reproduced and never comes from the draw alone. Locally the draw stays random
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,21 @@ from hypothesis import settings
 
 from tests.support.memory import memory_directory
 
-# Fixtures shared by several test folders: the two databases, the simulated fleet.
-pytest_plugins = ("tests.support.databases", "tests.support.fleet_fixtures")
+
+def _shared_fixture_plugins() -> tuple[str, ...]:
+    """Fixtures shared by several test folders: the two databases, the simulated fleet.
+
+    They need the verifier's dependencies, which the agent's oldest-dependency job
+    (scripts/test-oldest-deps.sh: tests/agent with the agent's dependencies alone) does
+    not install; its tests use none of these fixtures, and a test that did would fail
+    there with "fixture not found", never pass by accident.
+    """
+    if all(importlib.util.find_spec(name) for name in ("sqlalchemy", "fastapi")):
+        return ("tests.support.databases", "tests.support.fleet_fixtures")
+    return ()
+
+
+pytest_plugins = _shared_fixture_plugins()
 
 settings.register_profile("local", deadline=None)
 settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)

@@ -311,3 +311,13 @@ def test_an_event_log_needs_its_quote(
     assert main(["migrate"]) == 0
     assert main([*args, "--event-log", str(EVENT_LOGS / "gce-cos113.ccel")]) == 1
     assert "--event-log needs --from-quote" in capsys.readouterr().err
+
+
+def test_the_parser_has_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from tdx_boot_attest.agent import package_info
+    from tdx_boot_attest.server.cli import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--version"])
+    assert exited.value.code == 0
+    assert f" {package_info.version()} (Python " in capsys.readouterr().out

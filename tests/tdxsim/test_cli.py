@@ -409,3 +409,13 @@ def test_mount_and_pcs_subcommands_are_registered(
     out = capsys.readouterr().out
     assert out.startswith(f"usage: tdxsim {command}")
     assert "unavailable" not in out
+
+
+def test_the_parser_has_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from tdx_boot_attest.agent import package_info
+    from tdx_boot_attest.tdxsim.cli import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--version"])
+    assert exited.value.code == 0
+    assert f" {package_info.version()} (Python " in capsys.readouterr().out
