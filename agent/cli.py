@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from tdx_boot_attest.agent.command_line import stdout_closed
+from tdx_boot_attest.agent.command_line import run_command
 from tdx_boot_attest.agent.config import (
     DEFAULT_CMDLINE_PATH,
     DEFAULT_CONFIG_PATH,
@@ -145,14 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Every AgentError becomes one console line and its exit code; anything else is
     an internal error (exit 1). Raises only SystemExit from argument parsing.
     """
-    try:
-        try:
-            return _main(argv)
-        finally:
-            # A reader that went away is found here, not in the interpreter's final flush.
-            sys.stdout.flush()
-    except BrokenPipeError:
-        return stdout_closed()
+    return run_command(lambda: _main(argv))
 
 
 def _main(argv: Sequence[str] | None) -> int:

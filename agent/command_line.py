@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Final
 
 # The status a shell reports for a process SIGPIPE ended (128 + 13).
@@ -28,3 +29,18 @@ def stdout_closed() -> int:
     except (OSError, ValueError):
         pass
     return EXIT_BROKEN_PIPE
+
+
+def run_command(command: Callable[[], int]) -> int:
+    """Run a console script's ``command`` and return its exit status, or 141 (quietly)
+    when the reader of standard output went away. Raises what ``command`` raises, except
+    BrokenPipeError.
+    """
+    try:
+        try:
+            return command()
+        finally:
+            # A reader that went away is found here, not in the interpreter's final flush.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        return stdout_closed()

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from tdx_boot_attest.agent.command_line import stdout_closed
+from tdx_boot_attest.agent.command_line import run_command
 from tdx_boot_attest.agent.measurement.errors import MeasurementError
 from tdx_boot_attest.agent.measurement.manifest import Manifest
 from tdx_boot_attest.agent.measurement.memory import format_memory_size
@@ -183,14 +183,7 @@ def tcp_port(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 success, 141 when the reader
     of standard output went away)."""
-    try:
-        try:
-            return _main(argv)
-        finally:
-            # A reader that went away is found here, not in the interpreter's final flush.
-            sys.stdout.flush()
-    except BrokenPipeError:
-        return stdout_closed()
+    return run_command(lambda: _main(argv))
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tdx_boot_attest.agent.command_line import stdout_closed
+from tdx_boot_attest.agent.command_line import run_command
 from tdx_boot_attest.agent.package_info import version_line
 from tdx_boot_attest.tdxsim import abi, tcb
 from tdx_boot_attest.tdxsim.collateral import format_time, parse_time
@@ -552,14 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tdxsim`` with ``argv``; returns the exit status (never raises for user errors;
     141 when the reader of standard output went away)."""
-    try:
-        try:
-            return _main(argv)
-        finally:
-            # A reader that went away is found here, not in the interpreter's final flush.
-            sys.stdout.flush()
-    except BrokenPipeError:
-        return stdout_closed()
+    return run_command(lambda: _main(argv))
 
 
 def _main(argv: Sequence[str] | None) -> int:
