@@ -14,18 +14,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from tdx_boot_attest.agent.protocol import Reason
 from tdx_boot_attest.server.body_limit import BodyLimit
 from tdx_boot_attest.server.clock import Clock, system_clock
 from tdx_boot_attest.server.collateral import CollateralFetcher
 from tdx_boot_attest.server.context import ServerContext
-from tdx_boot_attest.server.db.availability import as_unavailable
 from tdx_boot_attest.server.dependencies import get_context
+from tdx_boot_attest.server.error_responses import refusal_response, unexpected_response
 from tdx_boot_attest.server.errors import ServerError, error_body
 from tdx_boot_attest.server.health import Readiness
 from tdx_boot_attest.server.log_setup import configure_logging, tune_garbage_collector
 from tdx_boot_attest.server.routers import ROUTERS
+from tdx_boot_attest.server.routers.boot_fast_path import BootFastPath
 from tdx_boot_attest.server.settings import Settings
 
 LOG = logging.getLogger("tdx_attest.server")
@@ -42,6 +44,14 @@ _STATUS_REASONS = {
 }
 
 
+class VerifierApp(FastAPI):
+    """The application, with the boot endpoints' fast path in front of its middleware."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Starlette's stack behind BootFastPath. Raises nothing."""
+        return BootFastPath(super().build_middleware_stack(), self.state, MAX_BODY_BYTES)
+
+
 def create_app(
     settings: Settings,
     clock: Clock | None = None,
@@ -54,7 +64,7 @@ def create_app(
     Raises ConfigurationError when the settings, master key or trust root are unusable.
     """
     ctx = ServerContext.build(settings, clock or system_clock, collateral_fetcher, engine)
-    app = FastAPI(
+    app = VerifierApp(
         title="tdx-boot-attest verifier",
         version="1",
         description="Attestation-gated LUKS key release for Intel TDX VMs (Servers API).",
@@ -116,11 +126,7 @@ def create_app_from_environment() -> FastAPI:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServerError)
     async def server_error(_request: Request, exc: ServerError) -> JSONResponse:
-        return JSONResponse(
-            error_body(exc.reason, exc.message, exc.details),
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
+        return refusal_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -143,17 +149,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        retry_after = get_context(request).settings.database_retry_after_seconds
-        unavailable = as_unavailable(exc, retry_after)
-        if unavailable is not None:
-            return JSONResponse(
-                error_body(unavailable.reason, unavailable.message),
-                status_code=unavailable.status_code,
-                headers=unavailable.headers,
-            )
-        # The traceback stays in the server log; the client learns nothing about internals.
-        LOG.error("unexpected %s while handling a request", type(exc).__name__, exc_info=exc)
-        return JSONResponse(error_body(Reason.INTERNAL_ERROR, "internal error"), status_code=500)
+        return unexpected_response(exc, get_context(request).settings.database_retry_after_seconds)
 
 
 def _describe_validation(exc: RequestValidationError) -> str:

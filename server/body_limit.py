@@ -39,7 +39,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] != "http.request":
                 # The client went away: let the application see the disconnect.
-                await self.app(scope, _replay([message], receive), send)
+                await self.app(scope, replay([message], receive), send)
                 return
             body = message.get("body", b"")
             received += len(body)
@@ -50,7 +50,7 @@ class BodyLimit:
             if not message.get("more_body", False):
                 break
         whole: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        await self.app(scope, _replay([whole], receive), send)
+        await self.app(scope, replay([whole], receive), send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope.get("path", ""))
@@ -64,7 +64,7 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def _replay(messages: list[Message], receive: Receive) -> Receive:
+def replay(messages: list[Message], receive: Receive) -> Receive:
     """A receive callable that yields ``messages`` first, then defers to ``receive``."""
     pending = list(messages)
 

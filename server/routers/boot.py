@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Annotated, Any
 
-import anyio
-import anyio.to_thread
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
+from starlette.datastructures import State
 
 from tdx_boot_attest.agent.protocol import (
     BOOT_ATTESTATION_PATH,
@@ -39,6 +42,7 @@ LOG = logging.getLogger("tdx_attest.server")
 # one interpreter lock: more threads only contend for it (each handover costs CPU), a few
 # overlap the database round trips. Requests beyond wait their turn in order.
 ATTEST_THREADS = 8
+_PROTOCOL_FIELDS = frozenset({"quote", "public_key", "kem", "event_log", "identity_key"})
 
 REFUSALS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -67,6 +71,16 @@ async def get_nonce(
     first time a process issues a nonce.
     """
     ctx = get_context(request)
+    body, purge = await issue_nonce(ctx)
+    return JSONResponse(body, background=BackgroundTask(purge) if purge is not None else None)
+
+
+async def issue_nonce(ctx: ServerContext) -> tuple[dict[str, str], Callable[[], None] | None]:
+    """A fresh boot nonce's answer body, and the purge of expired nonces to run (on a
+    worker thread) once the answer is sent, when one is due.
+
+    Raises DatabaseUnavailable (503) only while the nonce key's salt cannot be read.
+    """
     now = ctx.clock()
     # Database work never runs on the event loop: a database that stops answering must
     # not stop this process from answering anything else (/healthz, other requests).
@@ -75,10 +89,8 @@ async def get_nonce(
         keys = await run_in_threadpool(ctx.boot_nonce_keys)
     nonce = keys.issue(now, ctx.settings.nonce_ttl_seconds)
     ctx.metrics.nonces_issued.labels("boot").inc()
-    purge = BackgroundTask(_purge_expired_nonces, ctx, now) if _purge_due(ctx, now) else None
-    return JSONResponse(
-        {"nonce": nonce.hex, "expires_at": rfc3339(nonce.expires_at)}, background=purge
-    )
+    purge = partial(_purge_expired_nonces, ctx, now) if _purge_due(ctx, now) else None
+    return {"nonce": nonce.hex, "expires_at": rfc3339(nonce.expires_at)}, purge
 
 
 def _attest(ctx: ServerContext, boot: BootRequest) -> BootResult:
@@ -105,11 +117,18 @@ def _attest(ctx: ServerContext, boot: BootRequest) -> BootResult:
     return result
 
 
-def _limiter(request: Request) -> anyio.CapacityLimiter:
-    limiter: anyio.CapacityLimiter | None = getattr(request.app.state, "attest_limiter", None)
-    if limiter is None:
-        limiter = request.app.state.attest_limiter = anyio.CapacityLimiter(ATTEST_THREADS)
-    return limiter
+def attest_executor(state: State) -> ThreadPoolExecutor:
+    """The worker threads boot attestations share in this process (made on first use).
+
+    A plain executor: an attestation is handed over with less work on the event loop
+    than through anyio's thread helpers, and waits its turn in order. Raises nothing.
+    """
+    executor: ThreadPoolExecutor | None = getattr(state, "attest_executor", None)
+    if executor is None:
+        executor = state.attest_executor = ThreadPoolExecutor(
+            ATTEST_THREADS, thread_name_prefix="attest"
+        )
+    return executor
 
 
 def _purge_due(ctx: ServerContext, now: datetime) -> bool:
@@ -145,30 +164,45 @@ async def post_boot_attestation(
     x_chutes_nonce: Annotated[str | None, Header(alias=NONCE_HEADER)] = None,
 ) -> JSONResponse:
     """Verify the quote and release the sealed key; refusals raise ServerError subclasses."""
+    boot = boot_request(body, x_chutes_nonce, peer_address(request))
+    answer = await attest(get_context(request), boot, attest_executor(request.app.state))
+    return JSONResponse(answer)
+
+
+def boot_request(
+    body: BootAttestationRequest, nonce_header: str | None, client_ip: str | None
+) -> BootRequest:
+    """The attestation request from its validated body, nonce header and peer address;
+    fields beyond the protocol's are bookkeeping. Raises nothing."""
     bookkeeping = {
         key: value
         for key, value in body.model_dump().items()
-        if key not in {"quote", "public_key", "kem", "event_log", "identity_key"}
-        and value is not None
+        if key not in _PROTOCOL_FIELDS and value is not None
     }
-    ctx = get_context(request)
-    boot = BootRequest(
-        nonce_header=x_chutes_nonce,
+    return BootRequest(
+        nonce_header=nonce_header,
         quote=body.quote,
         public_key=body.public_key,
         kem=body.kem,
-        client_ip=peer_address(request),
+        client_ip=client_ip,
         bookkeeping=bookkeeping,
         event_log=body.event_log,
         identity_key=body.identity_key,
     )
+
+
+async def attest(
+    ctx: ServerContext, boot: BootRequest, executor: ThreadPoolExecutor
+) -> dict[str, str]:
+    """Verify ``boot`` on a worker thread; the answer body of an accepted attestation.
+
+    Raises the ServerError subclass of a refusal (DatabaseUnavailable included).
+    """
     # Database work and collateral fetches block: never on the event loop.
-    result = await anyio.to_thread.run_sync(_attest, ctx, boot, limiter=_limiter(request))
-    return JSONResponse(
-        {
-            "attestation_id": result.attestation_id,
-            "image": result.image,
-            "verified_at": rfc3339(result.verified_at),
-            "sealed_key": b64encode(result.sealed_key),
-        }
-    )
+    result = await asyncio.get_running_loop().run_in_executor(executor, _attest, ctx, boot)
+    return {
+        "attestation_id": result.attestation_id,
+        "image": result.image,
+        "verified_at": rfc3339(result.verified_at),
+        "sealed_key": b64encode(result.sealed_key),
+    }
