@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import hashlib
 import hmac
 from typing import TYPE_CHECKING, Final, NamedTuple
@@ -154,8 +155,10 @@ def parse_kem(name: str) -> Kem:
         ) from None
 
 
+@functools.cache
 def hpke_suite(kem: Kem) -> hpke.Suite:
-    """The HPKE suite for ``kem`` (KDF HKDF-SHA256, AEAD ChaCha20-Poly1305). Raises nothing."""
+    """The HPKE suite for ``kem`` (KDF HKDF-SHA256, AEAD ChaCha20-Poly1305), made once per
+    process (the server seals a key with it on every boot). Raises nothing."""
     from cryptography.hazmat.primitives import hpke
 
     kem_id = hpke.KEM.X25519 if kem is Kem.X25519 else hpke.KEM.MLKEM768_X25519

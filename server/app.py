@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import swagger_ui_bundle
@@ -14,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp
+from starlette.types import Receive, Scope, Send
 
 from tdx_boot_attest.agent.protocol import Reason
 from tdx_boot_attest.server.body_limit import BodyLimit
@@ -45,11 +46,16 @@ _STATUS_REASONS = {
 
 
 class VerifierApp(FastAPI):
-    """The application, with the boot endpoints' fast path in front of its middleware."""
+    """The application, with the boot endpoints' fast path in front of all of it."""
 
-    def build_middleware_stack(self) -> ASGIApp:
-        """Starlette's stack behind BootFastPath. Raises nothing."""
-        return BootFastPath(super().build_middleware_stack(), self.state, MAX_BODY_BYTES)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fast_path = BootFastPath(partial(FastAPI.__call__, self), self.state, MAX_BODY_BYTES)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection: ordinary boot requests by BootFastPath, the rest by
+        the framework. Raises what the framework raises."""
+        await self.fast_path(scope, receive, send)
 
 
 def create_app(

@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tdx_boot_attest.server.boot.active_images import ActiveImages
 from tdx_boot_attest.server.boot.nonces import KEY_PURPOSE, SALT_BYTES, SALT_NAME, BootNonces
 from tdx_boot_attest.server.boot.store import BootStore
 from tdx_boot_attest.server.clock import Clock
@@ -39,6 +40,7 @@ class ServerContext:
     collateral: CollateralCache
     metrics: Metrics
     boot_store: BootStore
+    active_images: ActiveImages
     fleet_store: FleetStore
     platform_policy: PlatformPolicy = field(default_factory=PlatformPolicy)
     last_nonce_purge: datetime | None = None
@@ -74,6 +76,7 @@ class ServerContext:
             settings.pccs_url, timeout=settings.collateral_fetch_timeout_seconds
         )
         metrics = Metrics()
+        boot_store = BootStore(engine)
         return cls(
             settings=settings,
             clock=clock,
@@ -93,7 +96,8 @@ class ServerContext:
                 metrics,
             ),
             metrics=metrics,
-            boot_store=BootStore(engine),
+            boot_store=boot_store,
+            active_images=ActiveImages(boot_store.load_active_images),
             fleet_store=FleetStore(sessions),
             platform_policy=settings.platform_policy(),
         )

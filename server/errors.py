@@ -107,6 +107,15 @@ class RetryLater(ServerError):
         return {"Retry-After": str(self.retry_after)}
 
 
+class ImagesChanging(RetryLater):
+    """The image a boot matched was retired or re-keyed in every round of its verification:
+    503 database_unavailable (the database's answer kept changing under it); nothing was
+    spent or released."""
+
+    status_code = 503
+    default_reason = Reason.DATABASE_UNAVAILABLE
+
+
 class CollateralUnavailable(RetryLater):
     """No valid (unexpired) collateral can be had for the quote's platform: 503."""
 

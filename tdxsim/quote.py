@@ -96,22 +96,37 @@ def header(version: int, qe: QuotingEnclave) -> abi.QuoteHeader:
     )
 
 
-def sign(report: abi.TdReport, version: int, signer: Signer, cpusvn: bytes) -> abi.Quote:
-    """Assemble and sign a quote over ``report``.
-
-    Raises QuoteVersionError for a version other than 4/5, or a TDX 1.5 body in a v4 quote.
-    """
-    if version == 4 and report.is_td15:
-        raise QuoteVersionError("a TDX 1.5 body needs quote version 5")
+def certify_attestation_key(signer: Signer, cpusvn: bytes) -> abi.QeReportCertificationData:
+    """What the QE attaches to every quote under the attestation key: its report over the
+    key (signed with the PCK key) and the PCK certificate chain. A platform's QE makes it
+    once per attestation key, not per quote. Raises nothing."""
     attestation_key = keys.raw_public_key(signer.attestation_key)
     qe_report = signer.qe.report(cpusvn, attestation_key, QE_AUTH_DATA)
-    qe_data = abi.QeReportCertificationData(
+    return abi.QeReportCertificationData(
         qe_report=qe_report,
         qe_report_signature=keys.sign_raw(signer.pck.key, qe_report.to_bytes()),
         qe_auth_data=QE_AUTH_DATA,
         # Intel's QE ends the PEM chain with a NUL byte; verifiers accept it.
         certification_data=abi.CertificationData(abi.CERT_PCK_CHAIN, signer.pck_chain_pem + b"\0"),
     )
+
+
+def sign(
+    report: abi.TdReport,
+    version: int,
+    signer: Signer,
+    cpusvn: bytes,
+    certification: abi.QeReportCertificationData | None = None,
+) -> abi.Quote:
+    """Assemble and sign a quote over ``report``; ``certification`` is the QE's
+    certification of the attestation key (made here when not given).
+
+    Raises QuoteVersionError for a version other than 4/5, or a TDX 1.5 body in a v4 quote.
+    """
+    if version == 4 and report.is_td15:
+        raise QuoteVersionError("a TDX 1.5 body needs quote version 5")
+    attestation_key = keys.raw_public_key(signer.attestation_key)
+    qe_data = certification or certify_attestation_key(signer, cpusvn)
     unsigned = abi.Quote(
         header=header(version, signer.qe),
         body=report,

@@ -26,8 +26,8 @@ from typing import Any, Final
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tdx_boot_attest.tdxsim import abi, keys, quote, tcb
 from tdx_boot_attest.tdxsim import collateral as coll
-from tdx_boot_attest.tdxsim import keys, quote, tcb
 from tdx_boot_attest.tdxsim.errors import CollateralError, PkiError, QuoteFormatError, StateError
 from tdx_boot_attest.tdxsim.pki import Identity, Pki, issue_pck_leaf, write_private
 from tdx_boot_attest.tdxsim.profile import Profile
@@ -40,6 +40,8 @@ ROOT_CA_FILE: Final = "root_ca.der"
 COLLATERAL_FILE: Final = "collateral.json"
 PKI_DIR: Final = "pki"
 ATTESTATION_KEY_FILE: Final = "attestation.key.pem"
+# Signing parts kept per (platform TCB, QE): one per TCB a test quotes with, bounded.
+MAX_KEPT_SIGNERS: Final = 64
 
 Clock = Callable[[], dt.datetime]
 
@@ -106,6 +108,10 @@ class SimState:
         self.revoked_ca = dict(revoked_ca)
         self._clock = clock
         self._collateral_json = ""
+        self._signers: dict[
+            tuple[tcb.PlatformTcb, QuotingEnclave],
+            tuple[quote.Signer, abi.QeReportCertificationData],
+        ] = {}
 
     # -- creation and loading ---------------------------------------------------------------
 
@@ -277,14 +283,30 @@ class SimState:
         report = quote.td_report(
             profile or Profile.default(), report_data, platform, td15=body15, debug=debug
         )
+        qe = self.qe if qe_isvsvn is None else replace(self.qe, isvsvn=qe_isvsvn)
+        signer, certification = self._signer(platform, qe)
+        return quote.sign(report, version, signer, platform.cpusvn, certification).to_bytes()
+
+    def _signer(
+        self, platform: tcb.PlatformTcb, qe: QuotingEnclave
+    ) -> tuple[quote.Signer, abi.QeReportCertificationData]:
+        """The signing parts for ``platform`` and ``qe``, and the QE's certification of the
+        attestation key, made once per pair (as a QE does) and kept."""
+        kept = self._signers.get((platform, qe))
+        if kept is not None:
+            return kept
         leaf = self.pck_leaf(platform)
         signer = quote.Signer(
             attestation_key=self._attestation_key,
             pck=leaf,
             pck_chain_pem=leaf.pem + self.pki.platform_ca.pem + self.pki.root.pem,
-            qe=self.qe if qe_isvsvn is None else replace(self.qe, isvsvn=qe_isvsvn),
+            qe=qe,
         )
-        return quote.sign(report, version, signer, platform.cpusvn).to_bytes()
+        made = (signer, quote.certify_attestation_key(signer, platform.cpusvn))
+        if len(self._signers) >= MAX_KEPT_SIGNERS:
+            self._signers.clear()
+        self._signers[(platform, qe)] = made
+        return made
 
     def _platform(self, choice: str | tcb.PlatformTcb | None) -> tcb.PlatformTcb:
         if isinstance(choice, tcb.PlatformTcb):

@@ -7,12 +7,14 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import dcap_qvl
 
+from tdx_boot_attest.agent.eventlog import Event
 from tdx_boot_attest.agent.protocol import (
     MAX_QUOTE_BYTES,
     NONCE_HEADER,
@@ -27,13 +29,14 @@ from tdx_boot_attest.agent.protocol import (
 from tdx_boot_attest.server.audit import attempt_record
 from tdx_boot_attest.server.bookkeeping import NO_BOOKKEEPING, Bookkeeping, check_bookkeeping
 from tdx_boot_attest.server.boot.key_release import HpkePublicKey, load_public_key, seal_for_agent
-from tdx_boot_attest.server.boot.store import BootAttemptRecord, NonceSpend
+from tdx_boot_attest.server.boot.store import BootAttemptRecord, ImageChanged, NonceSpend
 from tdx_boot_attest.server.context import ServerContext
 from tdx_boot_attest.server.db.availability import unavailable_as_503
 from tdx_boot_attest.server.dcap import DcapVerdict, verify_dcap
 from tdx_boot_attest.server.errors import (
     AttestationRefused,
     DatabaseUnavailable,
+    ImagesChanging,
     NonceRejected,
     RequestInvalid,
     ServerError,
@@ -51,6 +54,9 @@ from tdx_boot_attest.server.policy import ApprovedImage, ImageRecord, match_imag
 from tdx_boot_attest.server.quote import TdQuote, parse_td_quote
 
 ATTESTATION_LOG = logging.getLogger("tdx_attest.attestation")
+# Rounds of verification an attempt gets while the image it matches keeps being retired or
+# re-keyed under it (each round reads the images afresh).
+IMAGE_ROUNDS = 3
 # Base64 of MAX_QUOTE_BYTES, plus padding: longer text is refused before decoding.
 MAX_QUOTE_BASE64_CHARS = 4 * ((MAX_QUOTE_BYTES + 2) // 3)
 
@@ -110,13 +116,33 @@ def attest_boot(ctx: ServerContext, request: BootRequest) -> BootResult:
     """
     started = time.perf_counter()
     now = ctx.clock()
-    attempt = _Attempt(id=str(uuid.uuid4()))
+    attempt_id = str(uuid.uuid4())
     try:
         with unavailable_as_503(ctx.settings.database_retry_after_seconds):
-            return _attest_and_record(ctx, request, attempt, now=now, started=started)
+            for _ in range(IMAGE_ROUNDS):
+                attempt = _Attempt(id=attempt_id)
+                try:
+                    return _attest_and_record(ctx, request, attempt, now=now, started=started)
+                except ImageChanged:
+                    # Retired or re-keyed since this process read it; nothing was written:
+                    # verify again against the images as they are now.
+                    ctx.active_images.forget()
+            return _refuse_images_changing(ctx, request, attempt, now=now, started=started)
     except DatabaseUnavailable as unavailable:
         _count_and_log(ctx, request, None, started=started, refusal=unavailable)
         raise
+
+
+def _refuse_images_changing(
+    ctx: ServerContext, request: BootRequest, attempt: _Attempt, *, now: datetime, started: float
+) -> NoReturn:
+    """The matched image changed in every round: record the refusal, spend nothing."""
+    attempt.spend = None
+    refusal = ImagesChanging(
+        "the approved images changed while this boot was being verified; retry", retry_after=1
+    )
+    _finish(ctx, request, attempt, now=now, started=started, refusal=refusal)
+    raise refusal
 
 
 def _attest_and_record(
@@ -153,7 +179,7 @@ def _run_steps(
     attempt.quote = quote = parse_td_quote(attempt.quote_raw)
     collateral = _step4_find_collateral(ctx, quote, now)
     attempt.spend = spend
-    images = _step5_load_images(ctx)
+    images, fresh = _step5_take_images(ctx)
     attempt.dcap = _step6_verify_dcap(ctx, quote, collateral, now)
     _step7_check_tcb_status(attempt.dcap, ctx.settings.allowed_tcb_statuses)
     _step8_refuse_debug(quote)
@@ -162,7 +188,7 @@ def _run_steps(
         check_replay(attempt.event_log, quote)
     events = attempt.event_log.log.events if attempt.event_log is not None else None
     # Step 9 (docs/protocol.md numbers the steps the same way): the image match.
-    attempt.image = image = match_image(quote, images, events=events).image
+    attempt.image = image = _step9_match_image(ctx, quote, images, fresh=fresh, events=events)
     _step10_check_report_data(quote, nonce, kem, public_key_raw, attempt.identity_key)
     sealed = _step11_release_key(ctx, image, public_key, kem, nonce)
     return BootResult(
@@ -246,8 +272,25 @@ def _check_nonce_usable(ctx: ServerContext, nonce: bytes, now: datetime) -> Nonc
     return NonceSpend(nonce.hex(), expires_at)
 
 
-def _step5_load_images(ctx: ServerContext) -> list[ApprovedImage]:
-    return ctx.boot_store.load_active_images()
+def _step5_take_images(ctx: ServerContext) -> tuple[tuple[ApprovedImage, ...], bool]:
+    return ctx.active_images.get()
+
+
+def _step9_match_image(
+    ctx: ServerContext,
+    quote: TdQuote,
+    images: Sequence[ApprovedImage],
+    *,
+    fresh: bool,
+    events: Sequence[Event] | None,
+) -> ImageRecord:
+    try:
+        return match_image(quote, images, events=events).image
+    except AttestationRefused:
+        if fresh:
+            raise
+    # The kept copy may predate the image this TD boots: refuse only on a fresh read.
+    return match_image(quote, ctx.active_images.read(), events=events).image
 
 
 def _step6_verify_dcap(
@@ -352,14 +395,16 @@ def _record(
     """Write the attempt's row, spending its nonce in the same transaction if it has one.
 
     Raises NonceRejected (nonce_used, recorded as such) when another attempt spent the
-    nonce first; nothing is released then.
+    nonce first, and ImageChanged (nothing recorded) when the released image was retired
+    or re-keyed since it was read; nothing is released then.
     """
     if attempt.spend is None:
         ctx.boot_store.record_attempt(record)
         _count_and_log(ctx, request, attempt, started=started, refusal=refusal)
         return
+    released = attempt.image if refusal is None else None
     try:
-        ctx.boot_store.spend_nonce_and_record(attempt.spend, record, now)
+        ctx.boot_store.spend_nonce_and_record(attempt.spend, record, now, released)
     except NonceRejected as used:
         ctx.boot_store.record_attempt(record.refused(used))
         _count_and_log(ctx, request, attempt, started=started, refusal=used)

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, NoReturn
 
 from sqlalchemy import (
     ClauseElement,
+    ColumnElement,
     DateTime,
     Engine,
     String,
@@ -43,7 +44,7 @@ from tdx_boot_attest.server.nonces import (
     purge_nonces,
     refuse_unusable_nonce,
 )
-from tdx_boot_attest.server.policy import ApprovedImage
+from tdx_boot_attest.server.policy import ApprovedImage, ImageRecord
 
 _ATTEMPTS = Base.metadata.tables[BootAttestation.__tablename__]
 _SPENT = Base.metadata.tables[SpentNonce.__tablename__]
@@ -103,11 +104,25 @@ class NonceSpend:
     stored: bool = False
 
 
+def _image_unchanged() -> ColumnElement[bool]:
+    """The released image is still active, with the sealed passphrase the boot read."""
+    return (
+        select(Image.id)
+        .where(
+            Image.id == bindparam("image_id"),
+            Image.retired_at.is_(None),
+            Image.sealed_passphrase == bindparam("image_sealed_passphrase"),
+        )
+        .exists()
+    )
+
+
 def _statements(dialect_name: str) -> dict[str, tuple[ClauseElement, list[str] | None]]:
     spend_insert = (postgresql.insert if dialect_name == "postgresql" else sqlite.insert)(_SPENT)
     spend = spend_insert.on_conflict_do_nothing(index_elements=["nonce"])
     statements: dict[str, tuple[ClauseElement, list[str] | None]] = {
         "spend": (spend, ["nonce", "expires_at", "spent_at"]),
+        "image_unchanged": (select(_image_unchanged()), None),
         "consume": (CONSUME_STATEMENT, None),
         "look_up": (LOOK_UP_STATEMENT, None),
         "images": (
@@ -117,24 +132,29 @@ def _statements(dialect_name: str) -> dict[str, tuple[ClauseElement, list[str] |
         "record": (insert(_ATTEMPTS), [column.name for column in _ATTEMPTS.columns]),
     }
     if dialect_name == "postgresql":
-        statements["spend_and_record"] = (_spend_and_record(), None)
+        statements["spend_and_record"] = (_spend_and_record(confirm_image=False), None)
+        statements["spend_and_record_image"] = (_spend_and_record(confirm_image=True), None)
     return statements
 
 
-def _spend_and_record() -> ClauseElement:
+def _spend_and_record(*, confirm_image: bool) -> ClauseElement:
     """PostgreSQL: spend the nonce and record the attempt in one atomic statement.
 
     The audit row is inserted from the spend's RETURNING: when the nonce was already
-    spent, neither row is written (rowcount 0). One round trip instead of a transaction's
-    four.
+    spent, or (``confirm_image``) the released image was retired or re-keyed since the
+    boot read it, neither row is written (rowcount 0). It runs inside an explicit
+    transaction all the same (see spend_nonce_and_record).
     """
+    spend_values = select(
+        bindparam("nonce", type_=_SPENT.c.nonce.type),
+        bindparam("expires_at", type_=_SPENT.c.expires_at.type),
+        bindparam("spent_at", type_=_SPENT.c.spent_at.type),
+    )
+    if confirm_image:
+        spend_values = spend_values.where(_image_unchanged())
     spent = (
         postgresql.insert(_SPENT)
-        .values(
-            nonce=bindparam("nonce"),
-            expires_at=bindparam("expires_at"),
-            spent_at=bindparam("spent_at"),
-        )
+        .from_select(["nonce", "expires_at", "spent_at"], spend_values)
         .on_conflict_do_nothing(index_elements=["nonce"])
         .returning(_SPENT.c.nonce)
         .cte("spent")
@@ -261,30 +281,50 @@ class BootStore:
         return state.expires_at
 
     def spend_nonce_and_record(
-        self, spend: NonceSpend, record: BootAttemptRecord, now: datetime
+        self,
+        spend: NonceSpend,
+        record: BootAttemptRecord,
+        now: datetime,
+        released: ImageRecord | None = None,
     ) -> None:
         """Spend the nonce and insert the attempt's row, in one transaction.
 
-        Exactly one attempt can ever spend a nonce, on any replica. Raises NonceRejected
-        (nonce_used) when it was already spent (nothing is written), and the driver's
-        errors if the database fails (nothing is written either).
+        ``released``: the image whose passphrase the attempt releases; the rows are
+        written only if it is still active with the same sealed passphrase (boots match
+        against a kept copy of the images, see server.boot.active_images). Exactly one
+        attempt can ever spend a nonce, on any replica. Raises NonceRejected (nonce_used)
+        when it was already spent, ImageChanged when ``released`` was retired or re-keyed
+        meanwhile, and the driver's errors if the database fails; nothing is written then.
         """
         params = self._row_params(record)
+        image = {} if released is None else _image_params(released)
         if not spend.stored and "spend_and_record" in self._sql:
-            with self._cursor(transaction=False) as cursor:
+            statement = "spend_and_record" if released is None else "spend_and_record_image"
+            # One statement, yet an explicit transaction: a statement held up on its way
+            # (a stalled network or proxy) and delivered after this server gave up on it
+            # must not commit, or the agent's nonce is spent by an attempt that answered
+            # 503. Without the COMMIT, which is sent only once the statement's answer
+            # came, the database rolls it back when the cut connection closes.
+            with self._cursor(transaction=True) as cursor:
                 cursor.execute(
-                    self._sql["spend_and_record"],
+                    self._sql[statement],
                     {
                         **params,
+                        **image,
                         "nonce": spend.nonce_hex,
                         "expires_at": self.timestamp(spend.expires_at),
                         "spent_at": self.timestamp(now),
                     },
                 )
-                if cursor.rowcount != 1:
-                    _refuse_spent(spend, now)
-            return
+                if cursor.rowcount == 1:
+                    return
+                # Nothing written: find out why (a rare path, so a second round trip).
+                if released is not None and not self._image_unchanged(cursor, image):
+                    raise ImageChanged(released.name)
+            _refuse_spent(spend, now)
         with self._cursor(transaction=True) as cursor:
+            if released is not None and not self._image_unchanged(cursor, image):
+                raise ImageChanged(released.name)
             if spend.stored:
                 cursor.execute(
                     self._sql["consume"],
@@ -309,6 +349,11 @@ class BootStore:
                 _refuse_spent(spend, now)
             cursor.execute(self._sql["record"], params)
 
+    def _image_unchanged(self, cursor: Any, image: dict[str, Any]) -> bool:
+        cursor.execute(self._sql["image_unchanged"], image)
+        row = cursor.fetchone()
+        return bool(row is not None and row[0])
+
     def record_attempt(self, record: BootAttemptRecord) -> None:
         """Insert one boot_attestations row. Raises the driver's errors."""
         with self._cursor(transaction=False) as cursor:
@@ -332,6 +377,15 @@ class BootStore:
             value = datetime.fromisoformat(value)
         moment: datetime = value
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+class ImageChanged(Exception):
+    """The image a boot matched was retired or re-keyed after the boot read it: nothing
+    was written, and the attempt is to be verified again against the images as they are."""
+
+
+def _image_params(image: ImageRecord) -> dict[str, Any]:
+    return {"image_id": image.id, "image_sealed_passphrase": image.sealed_passphrase}
 
 
 def _refuse_spent(spend: NonceSpend, now: datetime) -> NoReturn:

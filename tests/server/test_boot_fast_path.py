@@ -21,8 +21,8 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tdx_boot_attest.agent.protocol import BOOT_ATTESTATION_PATH, NONCE_HEADER, NONCE_PATH
+from tdx_boot_attest.server.app import VerifierApp
 from tdx_boot_attest.server.db.availability import DatabaseGate
-from tdx_boot_attest.server.routers.boot_fast_path import BootFastPath
 from tdx_boot_attest.tdxsim.profile import Profile
 from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, get_nonce
@@ -45,13 +45,11 @@ class Doors:
         return [send(self.srv.client), send(self.framework)]
 
 
-def _framework_only(app: FastAPI) -> ASGIApp:
-    """The application's own middleware stack and routes, without BootFastPath."""
-    stack = FastAPI.build_middleware_stack(app)
+def _framework_only(app: VerifierApp) -> ASGIApp:
+    """The application as the framework serves it, without BootFastPath."""
 
     async def framework(scope: Scope, receive: Receive, send: Send) -> None:
-        scope["app"] = app
-        await stack(scope, receive, send)
+        await FastAPI.__call__(app, scope, receive, send)
 
     return framework
 
@@ -61,8 +59,8 @@ def doors(tmp_path: Path, database_url: str, sim: SimState) -> Iterator[Doors]:
     with sim_server(tmp_path, database_url, sim) as srv:
         srv.register_image("golden")
         srv.client.get("/healthz").raise_for_status()
-        fast = srv.app.middleware_stack
-        assert isinstance(fast, BootFastPath)
+        assert isinstance(srv.app, VerifierApp)
+        fast = srv.app.fast_path
         passed_on: list[str] = []
         inner = fast.app
 

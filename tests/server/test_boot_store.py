@@ -18,7 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tdx_boot_attest.agent.protocol import Reason
 from tdx_boot_attest.server.audit import AttemptRecord
-from tdx_boot_attest.server.boot.store import BootAttemptRecord, BootStore, NonceSpend
+from tdx_boot_attest.server.boot.store import (
+    BootAttemptRecord,
+    BootStore,
+    ImageChanged,
+    NonceSpend,
+)
 from tdx_boot_attest.server.db.engine import make_engine, make_sessionmaker, session_scope
 from tdx_boot_attest.server.db.models import BootAttestation, Image, Nonce, SpentNonce
 from tdx_boot_attest.server.errors import NonceRejected
@@ -112,6 +117,39 @@ def test_spend_and_record_write_both_rows(engine: Engine, sessions: sessionmaker
             b"\x04\x00quote",
             '["SA-1"]',
         )
+
+
+@pytest.mark.parametrize("change", ["retired", "rekeyed"])
+@pytest.mark.parametrize("stored", [False, True])
+def test_a_released_image_changed_since_it_was_read_stops_the_spend(
+    engine: Engine, sessions: sessionmaker[Session], change: str, stored: bool
+) -> None:
+    store = BootStore(engine)
+    image_id = _add_image(sessions, "golden")
+    (image,) = store.load_active_images()
+    first = _spend()
+    store.spend_nonce_and_record(first, _row(nonce=first.nonce_hex), NOW, image)
+    with session_scope(sessions) as session:
+        row = session.get(Image, image_id)
+        assert row is not None
+        if change == "retired":
+            row.retired_at = NOW
+        else:
+            row.sealed_passphrase = b"\x01resealed"
+    if stored:
+        with session_scope(sessions) as session:
+            nonce_hex = issue_nonce(session, NOW, 600, None).nonce
+        spend = NonceSpend(nonce_hex, NOW + dt.timedelta(seconds=600), stored=True)
+    else:
+        spend = _spend()
+    second = _row(nonce=spend.nonce_hex)
+    with pytest.raises(ImageChanged):
+        store.spend_nonce_and_record(spend, second, NOW, image)
+    with session_scope(sessions) as session:
+        assert session.get(BootAttestation, second.attempt.id) is None
+    assert _count(sessions, SpentNonce) == 1
+    # The nonce is still there to be spent by the same attempt verified again.
+    store.spend_nonce_and_record(spend, second, NOW)
 
 
 def test_a_spent_nonce_cannot_be_spent_again_and_writes_nothing(

@@ -21,6 +21,7 @@ STEP_WORDS = {
     6: "dcap-qvl",
     7: "TCB status",
     8: "debug",
+    9: "matches",
     10: "REPORTDATA",
     11: "seals",
 }
