@@ -25,6 +25,26 @@ done
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 echo "installing system packages:$missing" >&2
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+# Another apt run (a second checkout setting up, unattended upgrades) may hold apt's
+# locks for minutes: wait for it rather than fail. apt-get waits for the dpkg lock when
+# told to, but not for the package lists' lock, so that one is retried here.
+apt_get() {
+    errors=$(mktemp)
+    tries=0
+    until $SUDO env DEBIAN_FRONTEND=noninteractive \
+        apt-get -o DPkg::Lock::Timeout=900 "$@" 2>"$errors"; do
+        tries=$((tries + 1))
+        if [ "$tries" -ge 180 ] || ! grep -q "Could not get lock" "$errors"; then
+            cat "$errors" >&2
+            rm -f "$errors"
+            return 1
+        fi
+        sleep 5
+    done
+    cat "$errors" >&2
+    rm -f "$errors"
+}
+
+apt_get update -qq
 # shellcheck disable=SC2086 # word splitting of the package list is intended
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >&2
+apt_get install -y -qq --no-install-recommends $missing >&2
