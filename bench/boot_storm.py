@@ -11,7 +11,9 @@ the server spends on it, on a machine the server shares).
 Reports throughput (boots/s over the storm's wall time), p50/p99 latency, errors (any
 answer but a key release that opens), lost requests (no answer: reset, closed, timed
 out), and double releases (a nonce released twice, by answers or by audit rows), with
-the machine's load average before and after. Ends with one JSON line.
+the machine's load average before and after, and, as the baseline measured in the same
+run, dcap-qvl's CPU time per verification and the storm's wall time over N such
+verifications spread over every core. Ends with one JSON line.
 
 Usage: python bench/boot_storm.py [N] [--workers W]   (default 2000 boots, 2 workers;
 PostgreSQL at TDX_ATTEST_TEST_PG_URL)
@@ -31,12 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.databases import create_postgres_database, drop_postgres_database
+from tests.support.dcap import dcap_cpu_per_verify
 from tests.support.live_server import live_server
 from tests.support.storm import run_storm, summarise
 
 TARGET_BOOTS = 2000
 TARGET_P99_SECONDS = 5.0
 WARMUP_BOOTS = 40
+VERIFY_RUNS = 200
 PASSPHRASE = b"luks-pw-storm-7f3a21"
 
 
@@ -66,13 +70,22 @@ def run(count: int, workers: int) -> dict[str, Any]:
                 load_before = os.getloadavg()
                 result = run_storm(port, sim, count, PASSPHRASE)
                 load_after = os.getloadavg()
+            # The machine's speed right after the storm: dcap-qvl alone on the same quote.
+            verify_seconds = dcap_cpu_per_verify([golden.read_bytes()] * VERIFY_RUNS, sim)
             figures = summarise(result, database_url, count)
         finally:
             drop_postgres_database(database_url)
+    cpus = os.cpu_count() or 1
+    figures["dcap_verify_ms"] = round(verify_seconds * 1000, 3)
+    # The storm's wall time over the least it could take: every boot's verification
+    # alone, spread over every core. Steadier than p99 on a machine whose speed varies.
+    figures["wall_over_verify_floor"] = round(
+        result.wall_seconds / (count * verify_seconds / cpus), 2
+    )
     figures["workers"] = workers
     figures["load_before"] = [round(v, 2) for v in load_before]
     figures["load_after"] = [round(v, 2) for v in load_after]
-    figures["cpus"] = os.cpu_count()
+    figures["cpus"] = cpus
     return figures
 
 

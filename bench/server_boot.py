@@ -13,7 +13,6 @@ Usage: python bench/server_boot.py [N]   (default 300; PostgreSQL at TDX_ATTEST_
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import statistics
@@ -23,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import dcap_qvl
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tdx_boot_attest.tdxsim.state import SimState
 from tests.support.boot_client import AgentKey, expected_report_data, post_quote
 from tests.support.databases import create_postgres_database, drop_postgres_database
+from tests.support.dcap import dcap_cpu_per_verify
 from tests.support.live_server import live_server
 
 WARMUP = 20
@@ -66,17 +65,6 @@ def one_boot(client: httpx.Client, sim: SimState) -> tuple[float, bytes]:
         raise RuntimeError(f"boot refused: {reply.text}")
     key.open(reply.json()["sealed_key"], nonce)
     return latency, quote
-
-
-def dcap_cpu_per_verify(quotes: list[bytes], sim: SimState) -> float:
-    """CPU seconds per dcap_qvl.verify_with_root_ca over ``quotes``, in this process."""
-    collateral = dcap_qvl.QuoteCollateralV3.from_json(sim.collateral_json)
-    now = int(dt.datetime.now(dt.UTC).timestamp())
-    root = sim.root_ca_der
-    started = time.process_time()
-    for quote in quotes:
-        dcap_qvl.verify_with_root_ca(quote, collateral, root, now)
-    return (time.process_time() - started) / len(quotes)
 
 
 def bench_database(
