@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from functools import partial
 from typing import Any
 
@@ -31,7 +30,6 @@ from tdx_boot_attest.server.routers import ROUTERS
 from tdx_boot_attest.server.routers.boot_fast_path import BootFastPath
 from tdx_boot_attest.server.settings import Settings
 
-LOG = logging.getLogger("tdx_attest.server")
 DOCS_STATIC_PATH = "/docs/static"
 # Bodies larger than this are refused before parsing: a quote is at most 64 KiB and an event
 # log at most 256 KiB, together about 430 KiB as base64.

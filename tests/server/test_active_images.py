@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from tdx_boot_attest.server.boot.active_images import ActiveImages
 from tdx_boot_attest.server.boot.attestation import IMAGE_ROUNDS
@@ -99,8 +101,15 @@ def _counts(database_url: str) -> tuple[int, int]:
         engine.dispose()
 
 
-def _admin(srv: SimServer) -> sessionmaker[Session]:
-    return make_sessionmaker(make_engine(srv.settings.database_url, pool_size=1))
+@contextmanager
+def _admin(srv: SimServer) -> Iterator[Session]:
+    """A session on the server's database, as an operator's command would open one."""
+    engine = make_engine(srv.settings.database_url, pool_size=1)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 def test_a_retired_image_releases_nothing_from_the_kept_copy(
@@ -112,7 +121,7 @@ def test_a_retired_image_releases_nothing_from_the_kept_copy(
         assert first.status_code == 200, first.text
         images, fresh = srv.app.state.ctx.active_images.get()
         assert [image.name for image in images] == ["golden"] and not fresh
-        with session_scope(_admin(srv)) as session:
+        with _admin(srv) as session:
             retire_image(session, "golden", dt.datetime.now(dt.UTC))
         response, _, _ = srv.boot()
         assert response.status_code == 403, response.text
@@ -130,7 +139,7 @@ def test_a_rekeyed_image_releases_its_new_passphrase_at_once(
         assert key.open(response.json()["sealed_key"], nonce) == old
         new = new_passphrase()
         master_key = load_master_key(srv.settings.master_key_file, dev_mode=False)
-        with session_scope(_admin(srv)) as session:
+        with _admin(srv) as session:
             rotate_passphrase(session, master_key, "golden", new, dt.datetime.now(dt.UTC))
         response, nonce, key = srv.boot()
         assert response.status_code == 200, response.text
